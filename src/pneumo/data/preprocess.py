@@ -1,0 +1,97 @@
+"""``preprocess``: from ``read_image`` pixels to the tensor a model eats, per a saved spec.
+
+The spec travels inside every model bundle (``pneumo.json`` → ``preprocess``), so evaluation,
+``predict`` and the server feed a model exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from pneumo.errors import ConfigError
+
+ResizeRule = Literal["stretch", "letterbox", "center_crop"]
+NormRule = Literal["unit", "zscore"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How to turn pixels into model input.
+
+    Args:
+        size: output side in pixels (the model sees ``1×size×size``).
+        resize: ``stretch`` (the shared training set was made this way: aspect ratio not kept),
+            ``letterbox`` (keep aspect, pad with black) or ``center_crop`` (keep aspect, crop the long side).
+        normalise: ``unit`` leaves ``[0, 1]``; ``zscore`` maps to ``(x - mean) / std``.
+        mean, std: used by ``zscore``.
+    """
+
+    size: int = 224
+    resize: ResizeRule = "stretch"
+    normalise: NormRule = "zscore"
+    mean: float = 0.5
+    std: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or not 16 <= self.size <= 2048:
+            raise ConfigError(f"preprocess.size must be an integer in 16..2048, got {self.size!r}")
+        if self.resize not in ("stretch", "letterbox", "center_crop"):
+            raise ConfigError(f"preprocess.resize must be stretch, letterbox or center_crop, got {self.resize!r}")
+        if self.normalise not in ("unit", "zscore"):
+            raise ConfigError(f"preprocess.normalise must be unit or zscore, got {self.normalise!r}")
+        if self.std <= 0:
+            raise ConfigError(f"preprocess.std must be positive, got {self.std!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown preprocess keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+def resize_image(pixels: np.ndarray, size: int, rule: ResizeRule = "stretch") -> np.ndarray:
+    """Resize a float32 H×W image to ``size×size`` by ``rule`` (antialiased bilinear)."""
+    h, w = pixels.shape
+    if rule == "stretch":
+        if (h, w) == (size, size):
+            return pixels.astype(np.float32, copy=False)
+        return _pil_resize(pixels, size, size)
+    scale = size / max(h, w) if rule == "letterbox" else size / min(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = _pil_resize(pixels, nw, nh)
+    if rule == "letterbox":
+        out = np.zeros((size, size), dtype=np.float32)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out[top : top + nh, left : left + nw] = resized
+        return out
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def _pil_resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    im = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    return np.asarray(im.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def normalise(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Apply the spec's intensity normalisation to already-resized pixels."""
+    if spec.normalise == "zscore":
+        return (pixels - np.float32(spec.mean)) / np.float32(spec.std)
+    return pixels
+
+
+def preprocess(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """``read_image`` pixels (float32 H×W in [0, 1]) → float32 ``1×size×size`` model input."""
+    if pixels.ndim != 2:
+        raise ValueError(f"preprocess expects a 2-D grayscale array, got shape {pixels.shape}")
+    out = normalise(resize_image(pixels, spec.size, spec.resize), spec)
+    return np.ascontiguousarray(out[None, :, :], dtype=np.float32)

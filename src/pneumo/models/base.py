@@ -1,0 +1,47 @@
+"""The one shape every pneumo network has: a spatial feature extractor, then a head to one logit.
+
+Keeping that split explicit gives every other piece what it needs without knowing the architecture:
+Grad-CAM hooks ``cam_layer`` (the last spatial feature map), the OOD detector reads ``embed``,
+and freezing for transfer learning acts on ``features``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PneumoNet(nn.Module):
+    """Binary classifier: input ``B×1×H×W`` (preprocessed), output ``B`` logits for PNEUMONIA.
+
+    Args:
+        features: maps ``B×1×H×W`` to a spatial map ``B×C×h×w``.
+        head: maps that map to ``B×1`` (or ``B``) logits. Its input to the last ``nn.Linear`` is the
+            embedding returned by :meth:`embed`.
+        cam_layer: dotted name of the module whose output Grad-CAM should use; defaults to ``features``.
+    """
+
+    def __init__(self, features: nn.Module, head: nn.Module, cam_layer: str = "features"):
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.cam_layer = cam_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).reshape(x.shape[0])
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``B×D``: the head's input to its final linear layer."""
+        z = self.features(x)
+        layers = list(self.head.children()) if isinstance(self.head, nn.Sequential) else [self.head]
+        last_linear = max(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
+        for m in layers[:last_linear]:
+            z = m(z)
+        return z.flatten(1)
+
+
+class GlobalPoolHead(nn.Sequential):
+    """Global average pool → dropout → linear to one logit (the head most backbones use)."""
+
+    def __init__(self, in_channels: int, dropout: float = 0.0):
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(in_channels, 1))
