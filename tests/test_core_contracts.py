@@ -13,7 +13,7 @@ from pneumo.inference import Predictor
 def test_read_image_convention_on_real_xray(val_originals):
     pixels, meta = read_image(val_originals[0].path)
     assert pixels.dtype == np.float32 and pixels.ndim == 2
-    assert 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels.min() >= 0.0 and pixels.max() <= 1.0
     assert (meta.height, meta.width) == pixels.shape
     assert max(pixels.shape) > 224  # originals keep their geometry
 

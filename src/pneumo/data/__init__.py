@@ -1,8 +1,9 @@
 """Data: reading images, preprocessing, discovering, auditing and splitting datasets."""
 
-from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, load_dataset, parse_patient, write_manifest
+from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, load_dataset, parse_patient
 from pneumo.data.imageio import ImageMeta, read_image
 from pneumo.data.locate import resolve_data
+from pneumo.data.manifest import load_manifest, write_manifest
 from pneumo.data.preprocess import PreprocessSpec, preprocess
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "PreprocessSpec",
     "Sample",
     "load_dataset",
+    "load_manifest",
     "parse_patient",
     "preprocess",
     "read_image",

@@ -1,16 +1,24 @@
 """Finding the images of a dataset: folder layouts, CSV manifests, patient ids from file names.
 
 Supported inputs (``load_dataset``):
-- ``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*`` (the Kermany/Mendeley layout; any subset of splits);
+- ``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*`` (the Kermany/Mendeley layout; any subset of splits;
+  any other folder holding NORMAL/PNEUMONIA is a split of that name);
 - ``ROOT/{NORMAL,PNEUMONIA}/*`` (one split folder);
-- a CSV manifest ``path,label[,split,patient_id,...]`` (paths relative to the CSV's folder or absolute).
+- the raw Kaggle download: ``ROOT/chest_xray/...`` with ``__MACOSX/`` and a nested ``chest_xray/chest_xray``
+  copy (the copy is detected, compared with the main tree and never counted twice);
+- a CSV manifest ``path,label[,split,patient_id,pathogen,sha256,...]`` (see :mod:`pneumo.data.manifest`).
+
+Nothing is dropped silently: junk (``.DS_Store``, ``Thumbs.db``, ``._*``, ``__MACOSX/``), empty files,
+files whose bytes are not an image, images outside a class folder and the nested copy are listed in
+:attr:`DatasetIndex.skipped` with a reason. Files that look like images but fail to decode are found by
+the audit (``pneumo data audit``), which decodes everything.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 import re
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,12 +26,17 @@ from pneumo.errors import DatasetError
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_ALIASES = {"training": "train", "validation": "val", "valid": "val", "testing": "test"}
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
-JUNK_DIRS = {"__macosx", ".git", ".ipynb_checkpoints"}
+JUNK_DIRS = {"__macosx", ".git", ".ipynb_checkpoints", ".trash", "$recycle.bin"}
 
 _PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+", re.IGNORECASE)
 _IM = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"), (b"GIF8", "GIF"),
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class Sample:
 
 @dataclass
 class DatasetIndex:
-    """The samples found under ``root``, plus what was skipped and why."""
+    """The samples found under ``root``, plus what was skipped (``(path, reason)``) and notes."""
 
     root: Path
     samples: list[Sample]
@@ -87,6 +100,7 @@ def parse_patient(filename: str) -> tuple[str, str | None, bool]:
     """File name → (patient id, pathogen or None, whether the id came from the name).
 
     ``person1946_bacteria_4874.jpeg`` → ``("person1946", "bacteria", True)``;
+    ``IM-0115-0001.jpeg`` → ``("IM-0115", None, True)``;
     ``NORMAL2-IM-1427-0001.jpeg`` → ``("NORMAL2-IM-1427", None, True)``;
     anything else is its own patient: ``(stem, None, False)``.
     """
@@ -100,136 +114,170 @@ def parse_patient(filename: str) -> tuple[str, str | None, bool]:
     return stem, None, False
 
 
-def is_junk(path: Path) -> bool:
+def is_junk(path: Path, root: Path | None = None) -> bool:
+    """OS litter: ``.DS_Store``, ``Thumbs.db``, AppleDouble ``._*`` files, anything under ``__MACOSX/``."""
     name = path.name.lower()
-    return name in JUNK_NAMES or name.startswith("._") or any(p.lower() in JUNK_DIRS for p in path.parts)
+    parts = path.relative_to(root).parts if root is not None and path.is_relative_to(root) else path.parts
+    return name in JUNK_NAMES or name.startswith("._") or any(p.lower() in JUNK_DIRS for p in parts[:-1])
+
+
+def sniff_format(path: Path) -> str | None:
+    """The image format the first bytes announce (JPEG, PNG, DICOM, ...), or None."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
 
 
 def _class_dirs(folder: Path) -> dict[int, Path]:
     found = {}
-    for child in folder.iterdir() if folder.is_dir() else []:
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
         if child.is_dir() and child.name.upper() in CLASS_NAMES:
             found[CLASS_NAMES.index(child.name.upper())] = child
     return found
 
 
-def _scan_class_dir(folder: Path, label: int, split: str | None, skipped: list) -> Iterable[Sample]:
-    for path in sorted(folder.rglob("*")):
-        if path.is_dir():
-            continue
-        if is_junk(path):
-            skipped.append((str(path), "junk file"))
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((str(path), f"not an image suffix ({path.suffix or 'none'})"))
-            continue
-        if path.stat().st_size == 0:
-            skipped.append((str(path), "empty file"))
-            continue
-        patient, pathogen, from_name = parse_patient(path.name)
-        yield Sample(path, label, split, patient, pathogen, from_name)
+def _split_dirs(folder: Path) -> list[tuple[str, Path]]:
+    """Child folders that hold NORMAL/PNEUMONIA, named by split (train/val/test first)."""
+    out = []
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if child.is_dir() and child.name.lower() not in JUNK_DIRS and _class_dirs(child):
+            name = child.name.lower()
+            out.append((SPLIT_ALIASES.get(name, name), child))
+    return sorted(out, key=lambda t: _split_order(t[0]))
+
+
+def _has_layout(folder: Path) -> bool:
+    return bool(_class_dirs(folder) or _split_dirs(folder))
 
 
 def _find_layout_root(root: Path) -> Path:
-    """Descend through a nested ``chest_xray/chest_xray`` copy to the folder holding splits or classes."""
+    """The folder holding splits or classes: ``root`` itself, else ``root/chest_xray`` (the Kaggle zip)."""
     for candidate in (root, root / "chest_xray", root / root.name):
-        if candidate.is_dir() and (_class_dirs(candidate) or any((candidate / s).is_dir() for s in SPLITS)):
+        if candidate.is_dir() and _has_layout(candidate):
             return candidate
     return root
 
 
+def _walk(root: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        files.extend(Path(dirpath) / f for f in sorted(filenames))
+    return files
+
+
+def _nested_copies(base: Path) -> list[Path]:
+    """Sub-folders of ``base`` that are themselves a whole dataset (``chest_xray/chest_xray``)."""
+    return [c for c in sorted(base.iterdir()) if c.is_dir() and c.name.lower() not in JUNK_DIRS and _split_dirs(c)]
+
+
+def _check_file(path: Path, base: Path) -> str | None:
+    """Reason to skip a file under a class folder, or None when it looks like an image."""
+    if is_junk(path, base):
+        return "junk file (OS metadata)"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file name ({path.suffix or 'no suffix'})"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    if sniff_format(path) is None:
+        return "content is not an image (no JPEG/PNG/DICOM/BMP/TIFF signature)"
+    return None
+
+
+def _make_samples(files: list[Path], label: int, split: str | None, base: Path, skipped: list) -> list[Sample]:
+    samples = []
+    for path in files:
+        reason = _check_file(path, base)
+        if reason:
+            skipped.append((str(path), reason))
+            continue
+        patient, pathogen, from_name = parse_patient(path.name)
+        samples.append(Sample(path, label, split, patient, pathogen, from_name))
+    return samples
+
+
+def _unique_unnamed(samples: list[Sample], base: Path) -> list[Sample]:
+    """Files without a patient id in their name are one patient each, even when stems collide."""
+    stems = Counter((s.split, s.patient_id) for s in samples if not s.patient_from_name)
+    out = []
+    for s in samples:
+        if not s.patient_from_name and stems[(s.split, s.patient_id)] > 1:
+            rel = s.path.relative_to(base).with_suffix("").as_posix()
+            s = Sample(s.path, s.label, s.split, rel, s.pathogen, False, s.sha256, s.extra)
+        out.append(s)
+    return out
+
+
+def _compare_copy(copy: Path, base: Path, files: list[Path], skipped: list) -> str:
+    same = 0
+    for f in files:
+        twin = base / f.relative_to(copy)
+        if is_junk(f, copy):
+            skipped.append((str(f), "junk file (OS metadata)"))
+        elif twin.is_file() and twin.stat().st_size == f.stat().st_size:
+            same += 1
+            skipped.append((str(f), f"nested duplicate copy of {twin}"))
+        else:
+            skipped.append((str(f), f"only in the nested copy {copy.name}/ (not in the main tree; not used)"))
+    return f"nested copy {copy} ignored: {same} of {len(files)} files duplicate the main tree"
+
+
 def load_folders(root: Path) -> DatasetIndex:
+    """Index a folder layout; see the module docstring for what is accepted and what is skipped."""
     base = _find_layout_root(root)
     samples: list[Sample] = []
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
     if base != root:
         notes.append(f"dataset found in nested folder {base}")
-    split_dirs = [(s, base / s) for s in SPLITS if (base / s).is_dir()]
-    if split_dirs:
-        for split, folder in split_dirs:
-            for label, cdir in sorted(_class_dirs(folder).items()):
-                samples.extend(_scan_class_dir(cdir, label, split, skipped))
-    else:
-        for label, cdir in sorted(_class_dirs(base).items()):
-            samples.extend(_scan_class_dir(cdir, label, None, skipped))
+    claimed: set[Path] = set()
+    groups: list[tuple[str | None, Path]] = [*_split_dirs(base)] or [(None, base)]
+    for split, sdir in groups:
+        for label, cdir in _class_dirs(sdir).items():
+            files = _walk(cdir)
+            claimed.update(files)
+            samples.extend(_make_samples(files, label, split, base, skipped))
+    for copy in _nested_copies(base):
+        files = _walk(copy)
+        claimed.update(files)
+        notes.append(_compare_copy(copy, base, files, skipped))
+    for f in _walk(root):
+        if f in claimed:
+            continue
+        if is_junk(f, root):
+            skipped.append((str(f), "junk file (OS metadata)"))
+        elif f.suffix.lower() in IMAGE_SUFFIXES:
+            skipped.append((str(f), "image outside a NORMAL/PNEUMONIA folder (label unknown)"))
     if not samples:
         raise DatasetError(
             f"{root}: no images found; expected ROOT/{{train,val,test}}/{{NORMAL,PNEUMONIA}}/*, "
             "ROOT/{NORMAL,PNEUMONIA}/* or a CSV manifest"
         )
+    samples = _unique_unnamed(samples, base)
     unnamed = sum(not s.patient_from_name for s in samples)
     if unnamed:
         notes.append(f"{unnamed} file names carry no patient id: each is treated as its own patient")
+    if skipped:
+        notes.append(f"{len(skipped)} files skipped (see skipped for each reason)")
     return DatasetIndex(root, samples, skipped, notes, "folders")
-
-
-def _parse_label(value: str, where: str) -> int:
-    v = value.strip().upper()
-    if v in ("1", "PNEUMONIA", "TRUE", "POSITIVE"):
-        return 1
-    if v in ("0", "NORMAL", "FALSE", "NEGATIVE"):
-        return 0
-    raise DatasetError(f"{where}: label {value!r} is not one of NORMAL/PNEUMONIA/0/1")
-
-
-MANIFEST_CORE = ("path", "label", "split", "patient_id", "pathogen", "sha256")
-
-
-def load_manifest(csv_path: Path) -> DatasetIndex:
-    """Read a manifest CSV; extra columns are kept in ``Sample.extra`` (subgroups for evaluation)."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        if "path" not in cols or "label" not in cols:
-            raise DatasetError(f"{csv_path}: a manifest needs columns 'path' and 'label', found {cols}")
-        rows = list(reader)
-    samples = []
-    for i, row in enumerate(rows, start=2):
-        where = f"{csv_path}:{i}"
-        p = Path(row["path"])
-        if not p.is_absolute():
-            p = csv_path.parent / p
-        parsed_patient, parsed_pathogen, from_name = parse_patient(p.name)
-        patient = (row.get("patient_id") or "").strip() or parsed_patient
-        samples.append(
-            Sample(
-                path=p,
-                label=_parse_label(row["label"], where),
-                split=(row.get("split") or "").strip() or None,
-                patient_id=patient,
-                pathogen=(row.get("pathogen") or "").strip() or parsed_pathogen,
-                patient_from_name=bool((row.get("patient_id") or "").strip()) or from_name,
-                sha256=(row.get("sha256") or "").strip() or None,
-                extra={k: v for k, v in row.items() if k not in MANIFEST_CORE and k is not None},
-            )
-        )
-    if not samples:
-        raise DatasetError(f"{csv_path}: the manifest lists no images")
-    return DatasetIndex(csv_path, samples, [], [], "manifest")
-
-
-def write_manifest(samples: Iterable[Sample], csv_path: Path) -> Path:
-    """Write samples as a manifest CSV (absolute paths), readable by :func:`load_manifest`."""
-    samples = list(samples)
-    extra_cols = sorted({k for s in samples for k in s.extra})
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_suffix(csv_path.suffix + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow([*MANIFEST_CORE, *extra_cols])
-        for s in samples:
-            w.writerow(
-                [s.path.resolve(), CLASS_NAMES[s.label], s.split or "", s.patient_id, s.pathogen or "", s.sha256 or "",
-                 *(s.extra.get(c, "") for c in extra_cols)]
-            )
-    tmp.replace(csv_path)
-    return csv_path
 
 
 def load_dataset(root_or_manifest: str | Path) -> DatasetIndex:
     """Discover a dataset from a folder or a ``.csv`` manifest; a clear error if there is none."""
-    p = Path(root_or_manifest)
+    from pneumo.data.manifest import load_manifest
+
+    p = Path(root_or_manifest).expanduser()
     if not p.exists():
         raise DatasetError(f"{p}: no such dataset folder or manifest")
     if p.is_file():
@@ -237,3 +285,12 @@ def load_dataset(root_or_manifest: str | Path) -> DatasetIndex:
             raise DatasetError(f"{p}: a dataset is a folder or a .csv manifest")
         return load_manifest(p)
     return load_folders(p)
+
+
+def __getattr__(name: str):
+    # load_manifest / write_manifest / MANIFEST_CORE moved to pneumo.data.manifest; old imports keep working
+    if name in ("load_manifest", "write_manifest", "MANIFEST_CORE"):
+        from pneumo.data import manifest
+
+        return getattr(manifest, name)
+    raise AttributeError(name)

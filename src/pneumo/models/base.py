@@ -31,11 +31,18 @@ class PneumoNet(nn.Module):
         return self.head(self.features(x)).reshape(x.shape[0])
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features ``B×D``: the head's input to its final linear layer."""
+        """Penultimate features ``B×D``: the head's input to its final linear layer.
+
+        The head runs up to (not including) its last ``nn.Linear``: for a global-pool head that is
+        the pooled map; for a dense head (Flatten → Linear → ReLU → ... → Linear) it is the last
+        hidden layer after its activation. A head without a Linear gives the globally pooled map.
+        """
         z = self.features(x)
         layers = list(self.head.children()) if isinstance(self.head, nn.Sequential) else [self.head]
-        last_linear = max(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
-        for m in layers[:last_linear]:
+        linears = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+        if not linears:
+            return z.mean(dim=(2, 3)) if z.ndim == 4 else z.flatten(1)
+        for m in layers[: linears[-1]]:
             z = m(z)
         return z.flatten(1)
 

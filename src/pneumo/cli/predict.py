@@ -1,0 +1,144 @@
+"""``pneumo predict``, ``pneumo export`` and ``pneumo bench``: using a bundle outside training."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+from pathlib import Path
+
+import click
+
+from pneumo.cli.common import data_option, emit_json, json_option, run_safely
+
+COLUMNS = ("path", "probability", "decision", "threshold", "ood", "ood_score", "error")
+SKIP_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+def split_bundle(args: tuple[str, ...]) -> tuple[Path, list[str]]:
+    """The first argument is the bundle iff it is a directory holding ``pneumo.json``; else the default model."""
+    from pneumo.inference import default_bundle_path
+
+    if args and Path(args[0]).is_dir() and (Path(args[0]) / "pneumo.json").is_file():
+        return Path(args[0]), list(args[1:])
+    return default_bundle_path(), list(args)
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files as given, folders recursively (hidden and OS junk files skipped), globs expanded.
+
+    Anything that matches nothing is kept, so it becomes an error row rather than vanishing.
+    """
+    out: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(
+                str(f) for f in sorted(p.rglob("*"))
+                if f.is_file() and not f.name.startswith(".") and f.name.lower() not in SKIP_NAMES
+            )
+        elif not p.exists() and glob.has_magic(item):
+            matches = [m for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
+            out.extend(matches or [item])
+        else:
+            out.append(item)
+    return out
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+@click.command()
+@click.argument("args", nargs=-1, required=True, metavar="[BUNDLE] INPUT...")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the rows to this CSV file.")
+@json_option
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Inference threads (default: library's).")
+@run_safely
+def predict(args, out, as_json, batch_size, backend, threads):
+    """Predict every image in INPUT (files, folders, globs). Without BUNDLE: $PNEUMO_MODEL or models/default.
+
+    One row per file: path, probability, decision, threshold, ood, ood_score, error. An unreadable
+    file gives an error row and the rest go on (exit 0). ood=true means "not a chest X-ray": the
+    decision is NOT_A_CHEST_XRAY and the probability is not a finding.
+    """
+    from pneumo.bundle import atomic_write_bytes
+    from pneumo.errors import ConfigError
+    from pneumo.inference import Predictor
+
+    bundle, inputs = split_bundle(args)
+    if not inputs:
+        raise ConfigError(f"no INPUT given (the first argument {args[0]} was taken as the bundle)")
+    pred = Predictor(bundle, backend=backend, threads=threads)
+    rows = []
+    for path, p, err in pred.predict_paths(expand_inputs(inputs), batch_size=batch_size, progress=True):
+        rows.append({
+            "path": path,
+            "probability": None if p is None else round(p.probability, 6),
+            "decision": None if p is None else p.decision,
+            "threshold": None if p is None else round(p.threshold, 6),
+            "ood": None if p is None else p.ood,
+            "ood_score": None if p is None or p.ood_score is None else round(p.ood_score, 4),
+            "error": err,
+        })
+    if out is not None:
+        atomic_write_bytes(out, rows_to_csv(rows).encode())
+    n_err = sum(r["error"] is not None for r in rows)
+    if as_json:
+        emit_json({"bundle": str(bundle), "backend": pred.backend, "n": len(rows), "n_errors": n_err, "rows": rows})
+    elif out is None:
+        click.echo(rows_to_csv(rows), nl=False)
+    else:
+        click.echo(f"{len(rows)} rows ({n_err} errors) → {out}", err=True)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx if validation AUROC drops ≤ 0.002.")
+@data_option
+@click.option("--n-images", type=click.IntRange(32, 10000), default=64, show_default=True,
+              help="Validation images for the parity (and int8 AUROC) check.")
+@json_option
+@run_safely
+def export(bundle, int8, data, n_images, as_json):
+    """Export BUNDLE to ONNX (opset 17, dynamic batch; outputs logit + embedding) after a parity check:
+    max |Δprobability| ≤ 1e-4 vs PyTorch on real validation images, else nothing is written."""
+    from pneumo.inference.export import export_bundle
+
+    block = export_bundle(bundle, data=data, int8=int8, n_images=n_images)
+    if as_json:
+        emit_json(block)
+        return
+    par = block["parity"]
+    click.echo(f"{bundle}/{block['file']}: opset {block['opset']}, parity max |Δp| {par['max_abs_diff']:.2e} "
+               f"on {par['n_images']} images ({par['source']})")
+    if block["int8"]:
+        i8 = block["int8"]
+        click.echo(f"{bundle}/{i8['file']}: AUROC {i8['auroc_int8']:.4f} vs fp32 {i8['auroc_fp32']:.4f}")
+
+
+@click.command()
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("--n", "n", type=click.IntRange(5, 100000), default=200, show_default=True,
+              help="Single-image runs for the latency figures.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Threads (default: torch's).")
+@data_option
+@json_option
+@run_safely
+def bench(bundle, n, threads, data, as_json):
+    """Latency (read JPEG → probability) and throughput (batch 32/64) for torch, ONNX fp32 and int8."""
+    from pneumo.inference import default_bundle_path
+    from pneumo.inference.bench import bench_bundle, format_table
+
+    result = bench_bundle(bundle or default_bundle_path(), n=n, threads=threads, data=data)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(format_table(result))
+        click.echo("(one machine, one run: medians; on a shared CPU, compare only figures taken together)")

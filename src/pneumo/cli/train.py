@@ -1,0 +1,61 @@
+"""``pneumo train``: a YAML config (+ key=value overrides) → a run directory with a model bundle."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+
+from pneumo.cli.common import data_option, emit_json, json_option, run_safely
+
+
+def _fit_ood(bundle_dir: Path, run_dir: Path) -> str:
+    """Fit the OOD detector into the bundle when the inference piece provides one."""
+    try:
+        ood = importlib.import_module("pneumo.inference.ood")
+    except ImportError:
+        return "skipped (pneumo.inference.ood not available)"
+    fit = getattr(ood, "fit_ood", None)
+    if fit is None:
+        return "skipped (pneumo.inference.ood has no fit_ood)"
+    from pneumo.data import load_dataset
+
+    index = load_dataset(run_dir / "manifest.csv")
+    fit(bundle_dir, index.select("train"), index.select("val"))
+    return "fitted"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="YAML config (see configs/); not needed with --resume.")
+@data_option
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/NAME-TIME).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue an interrupted run from its last epoch checkpoint.")
+@click.option("--no-ood", is_flag=True, help="Do not fit the out-of-distribution detector into the bundle.")
+@json_option
+@click.argument("overrides", nargs=-1)
+@run_safely
+def train(config, data, out, resume, no_ood, as_json, overrides):
+    """Train a model from a YAML config into runs/NAME/bundle.
+
+    OVERRIDES are key=value pairs, e.g. model.name=densenet121 train.epochs=20.
+    """
+    from pneumo.training.rundir import global_rank
+    from pneumo.training.run import summary
+    from pneumo.training.run import train as run_train
+
+    bundle = run_train(config, data=data, out=out, resume=resume, overrides=overrides)
+    if global_rank() != 0:
+        return
+    ood = "skipped (--no-ood)" if no_ood else _fit_ood(bundle, bundle.parent)
+    result = {**summary(bundle), "ood": ood}
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"bundle: {bundle}")
+    for key in ("wall_time_s", "epochs", "best_epoch", "val_auroc", "val_accuracy", "val_sensitivity",
+                "val_specificity", "official_val_auroc", "ood"):
+        value = result[key]
+        click.echo(f"  {key:22s} {value:.4f}" if isinstance(value, float) else f"  {key:22s} {value}")

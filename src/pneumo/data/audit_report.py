@@ -1,0 +1,192 @@
+"""``report.html`` for ``pneumo data audit``: one self-contained offline page (every image inlined as PNG).
+
+Sections: warnings, class balance, patients, image size/aspect, intensity histograms, sample films
+beside their Canny edge maps (edges show burnt-in text, markers and borders a model could key on),
+duplicates, cross-split patient ids, unreadable and skipped files.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from jinja2 import Environment  # noqa: E402
+
+from pneumo.data.audit import AuditResult  # noqa: E402
+
+COLOURS = {"NORMAL": "#3b7dd8", "PNEUMONIA": "#d8553b"}
+MAX_ROWS = 200
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _array_png(arr: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def class_balance_figure(summary: dict) -> str:
+    """Left: stacked image counts per split (NORMAL; PNEUMONIA by pathogen). Right: the same as shares."""
+    splits = list(summary["counts"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    x = np.arange(len(splits))
+    shades = {"bacteria": "#d8553b", "virus": "#f0a04b", "unknown": "#b58d86"}
+    for ax, share in zip(axes, (False, True), strict=True):
+        totals = np.array([summary["counts"][s]["total"] for s in splits], dtype=float) if share else np.ones(len(splits))
+        normal = np.array([summary["counts"][s]["NORMAL"] for s in splits]) / totals
+        ax.bar(x, normal, 0.6, color=COLOURS["NORMAL"], label="NORMAL")
+        bottom = normal.copy()
+        for kind, colour in shades.items():
+            vals = np.array([summary["pathogens"].get(s, {}).get(kind, 0) for s in splits]) / totals
+            if vals.any():
+                ax.bar(x, vals, 0.6, bottom=bottom, color=colour, label=f"PNEUMONIA ({kind})")
+                bottom += vals
+        ax.set_xticks(x, [f"{s}\n(n={summary['counts'][s]['total']})" for s in splits])
+        ax.set_ylabel("share of images" if share else "images")
+    axes[0].set_title("Images per split")
+    axes[1].set_title("Class and pathogen shares per split")
+    axes[1].legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def geometry_figure(files: list[dict]) -> str:
+    """One row per split: width, height, aspect histograms per class, and width×height scatter."""
+    splits = sorted({f["split"] or "all" for f in files})
+    fig, axes = plt.subplots(len(splits), 4, figsize=(14, 2.8 * len(splits)), squeeze=False)
+    for row, split in zip(axes, splits, strict=True):
+        recs = [f for f in files if (f["split"] or "all") == split]
+        for cls, colour in COLOURS.items():
+            sel = [f for f in recs if f["label"] == cls]
+            if not sel:
+                continue
+            w = np.array([f["width"] for f in sel], dtype=float)
+            h = np.array([f["height"] for f in sel], dtype=float)
+            for ax, vals, name in ((row[0], w, "width (px)"), (row[1], h, "height (px)"), (row[2], w / h, "aspect (w/h)")):
+                ax.hist(vals, bins=30, alpha=0.55, color=colour, label=cls)
+                ax.set_xlabel(name)
+            row[3].scatter(w, h, s=8, alpha=0.5, color=colour, label=cls)
+        row[0].set_ylabel(f"{split}: images")
+        row[3].set_xlabel("width")
+        row[3].set_ylabel("height")
+        row[3].legend(fontsize=8)
+    fig.suptitle("Image geometry per split and class (a size or aspect that separates the classes is a shortcut)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def intensity_figure(summary: dict) -> str:
+    """Mean normalised grey-level histogram per split × class."""
+    stats = summary["image_stats"]
+    cells = [k for k in stats if not k.startswith("all/")] or list(stats)
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    centres = (np.arange(summary["hist_bins"]) + 0.5) / summary["hist_bins"]
+    styles = ["-", "--", ":", "-."]
+    splits = sorted({k.split("/")[0] for k in cells})
+    for key in cells:
+        split, cls = key.split("/")
+        ax.plot(centres, stats[key]["intensity_hist"], styles[splits.index(split) % 4], color=COLOURS[cls],
+                label=f"{key} (n={stats[key]['n']})")
+    ax.set_xlabel("intensity (0 = air, 1 = dense)")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_title("Intensity histograms per class")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def sample_tiles(result: AuditResult) -> list[dict]:
+    """Each sample thumbnail beside its Canny edge map."""
+    from skimage.feature import canny
+
+    by_path = {f["path"]: f for f in result.files}
+    tiles = []
+    for path, thumb in sorted(result.thumbs.items(), key=lambda kv: (by_path[kv[0]]["label"], kv[0])):
+        edges = canny(thumb.astype(np.float32) / 255.0, sigma=2.0)
+        f = by_path[path]
+        tiles.append({"label": f["label"], "name": Path(path).name, "split": f["split"] or "",
+                      "size": f"{f['width']}×{f['height']}", "image": _array_png(thumb),
+                      "edges": _array_png((edges * 255).astype(np.uint8))})
+    return tiles
+
+
+TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pneumo data audit</title>
+<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f2f2f2}.warn{background:#fff4e0;border-left:4px solid #e89b2c;padding:.4em .8em;margin:.3em 0}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.tile{border:1px solid #ddd;padding:6px;font-size:12px}
+.tile img{width:180px;height:180px;object-fit:contain;background:#000}code{font-size:12px}</style></head><body>
+<h1>Data audit</h1><p><code>{{ s.root }}</code>: {{ s.n_images }} images decoded of {{ s.n_files_found }} found
+({{ s.source }}), {{ s.wall_seconds }} s with {{ s.workers }} worker(s).</p>
+<h2>Warnings</h2>{% for w in s.warnings %}<div class="warn">{{ w }}</div>{% else %}<p>None.</p>{% endfor %}
+{% for n in s.notes %}<p>Note: {{ n }}</p>{% endfor %}
+<h2>Class balance</h2><img alt="class balance" src="data:image/png;base64,{{ fig.balance }}">
+<table><tr><th>split</th><th>NORMAL</th><th>PNEUMONIA</th><th>bacteria</th><th>virus</th><th>PNEUMONIA share</th>
+<th>patients</th><th>images / patient (mean, max)</th></tr>{% for split, c in s.counts.items() %}<tr><td>{{ split }}</td>
+<td>{{ c.NORMAL }}</td><td>{{ c.PNEUMONIA }}</td><td>{{ s.pathogens.get(split, {}).get('bacteria', 0) }}</td>
+<td>{{ s.pathogens.get(split, {}).get('virus', 0) }}</td><td>{{ '%.1f%%' % (100 * c.pneumonia_fraction) }}</td>
+<td>{{ s.patients[split].patients }}</td><td>{{ '%.2f' % s.patients[split].images_per_patient.mean }},
+{{ s.patients[split].images_per_patient.max|int }}</td></tr>{% endfor %}</table>
+<h2>Image size and aspect</h2><img alt="geometry" src="data:image/png;base64,{{ fig.geometry }}">
+<table><tr><th>split/class</th><th>n</th><th>width min–median–max</th><th>height min–median–max</th><th>aspect median</th>
+<th>modes</th><th>bit depths</th></tr>{% for k, g in s.image_stats.items() %}<tr><td>{{ k }}</td><td>{{ g.n }}</td>
+<td>{{ g.width.min|int }}–{{ g.width.median|int }}–{{ g.width.max|int }}</td><td>{{ g.height.min|int }}–{{ g.height.median|int }}–{{ g.height.max|int }}</td>
+<td>{{ '%.3f' % g.aspect.median }}</td><td>{{ g.modes }}</td><td>{{ g.bit_depths }}</td></tr>{% endfor %}</table>
+<p>AUROC of each property used alone as a PNEUMONIA score (0.5 = useless, 1 = separates perfectly):</p>
+<table><tr><th>split</th>{% for f in features %}<th>{{ f }}</th>{% endfor %}</tr>{% for split, a in s.shortcuts.items() %}
+<tr><td>{{ split }}</td>{% for f in features %}<td>{{ a[f] if a[f] is not none else '–' }}</td>{% endfor %}</tr>{% endfor %}</table>
+<h2>Intensity</h2><img alt="intensity histograms" src="data:image/png;base64,{{ fig.intensity }}">
+<h2>Sample images and Canny edges</h2><div class="grid">{% for t in tiles %}<div class="tile">
+<img alt="{{ t.name }}" src="data:image/png;base64,{{ t.image }}"> <img alt="edges of {{ t.name }}" src="data:image/png;base64,{{ t.edges }}">
+<br><b>{{ t.label }}</b> {{ t.split }} {{ t.name }} ({{ t.size }})</div>{% endfor %}</div>
+<h2>Exact duplicates (identical bytes): {{ s.exact_duplicates|length }} groups</h2>
+{% if s.exact_duplicates %}<table><tr><th>files</th><th>splits</th><th>labels</th><th>cross-split</th></tr>{% for g in s.exact_duplicates[:max_rows] %}
+<tr><td>{{ g.paths|join('<br>'|safe) }}</td><td>{{ g.splits|join(', ') }}</td><td>{{ g.labels|join(', ') }}</td>
+<td>{{ 'YES' if g.cross_split else 'no' }}</td></tr>{% endfor %}</table>{% endif %}
+{% set nd = s.near_duplicates %}<h2>Near-duplicates: {{ nd.n_pairs }} pairs ({{ nd.n_cross_split }} across splits)</h2>
+<p>pHash within {{ nd.max_bits }} of 64 bits and 32×32 correlation ≥ {{ nd.min_correlation }}; byte-identical files excluded.</p>
+{% if nd.pairs %}<table><tr><th>a</th><th>b</th><th>bits</th><th>corr</th><th>splits</th><th>labels</th><th>same patient</th></tr>
+{% for d in nd.pairs[:max_rows] %}<tr><td>{{ d.a }}</td><td>{{ d.b }}</td><td>{{ d.distance }}</td><td>{{ d.correlation }}</td>
+<td>{{ d.splits|join(', ') }}</td><td>{{ d.labels|join(', ') }}</td><td>{{ d.same_patient }}</td></tr>{% endfor %}</table>{% endif %}
+{% set leak = s.patient_ids_in_several_splits %}<h2>Patient ids in more than one split: {{ leak.ids|length }}</h2>
+<p>{{ leak.note }}.</p>{% if leak.ids %}<table><tr><th>patient id</th><th>splits</th><th>evidence</th></tr>{% for d in leak.ids[:max_rows] %}
+<tr><td>{{ d.patient_id }}</td><td>{{ d.splits|join(', ') }}</td><td>{{ 'weak (personN)' if d.weak else 'strong' }}</td></tr>{% endfor %}</table>{% endif %}
+<h2>Unreadable files: {{ s.unreadable|length }}</h2><table>{% for u in s.unreadable[:max_rows] %}<tr><td>{{ u.path }}</td><td>{{ u.reason }}</td></tr>{% endfor %}</table>
+<h2>Skipped during discovery: {{ s.skipped|length }}</h2><table>{% for u in s.skipped[:max_rows] %}<tr><td>{{ u.path }}</td><td>{{ u.reason }}</td></tr>{% endfor %}</table>
+{% if s.skipped|length > max_rows %}<p>… and {{ s.skipped|length - max_rows }} more in audit.json.</p>{% endif %}
+</body></html>"""
+
+
+def render_report(result: AuditResult) -> str:
+    """The audit as one HTML string with every figure inlined."""
+    s = result.summary
+    figures = {"balance": class_balance_figure(s), "geometry": geometry_figure(result.files), "intensity": intensity_figure(s)}
+    features = list(next(iter(s["shortcuts"].values()), {}))
+    env = Environment(autoescape=True)
+    return env.from_string(TEMPLATE).render(s=s, fig=figures, tiles=sample_tiles(result), features=features, max_rows=MAX_ROWS)
+
+
+def write_outputs(result: AuditResult, out_dir: Path) -> dict[str, Path]:
+    """Write ``audit.json`` (summary + per-file records) and ``report.html`` into ``out_dir``, atomically."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "audit.json", "html": out_dir / "report.html"}
+    doc = {**result.summary, "files": result.files}
+    for key, text in (("json", json.dumps(doc, indent=1)), ("html", render_report(result))):
+        tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(paths[key])
+    return paths

@@ -1,0 +1,210 @@
+"""``MODEL_CARD.md`` for a bundle, following Mitchell et al., "Model Cards for Model Reporting" (2019).
+
+Facts come from ``pneumo.json`` (architecture, weights hash, operating point, training data
+fingerprint, validation metrics, calibration) and, when given, an ``evaluate`` output folder's
+``metrics.json`` (metrics with patient-bootstrap CIs on a named split). Nothing is invented: a
+missing fact is written as "not recorded".
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from pneumo.bundle import atomic_write_bytes, read_meta
+from pneumo.errors import ConfigError
+from pneumo.evaluation.metrics import METRIC_LABELS
+from pneumo.evaluation.report import fmt
+
+CARD = "MODEL_CARD.md"
+NR = "not recorded"
+
+LIMITATIONS = """\
+- **Single centre.** All images come from one hospital (Guangzhou Women and Children's Medical Center);
+  performance at other hospitals, scanners and populations is unknown until validated locally.
+- **Ages 1–5, anterior–posterior views only.** Not validated for older children, adults, or lateral views.
+- **Shortcut risk: image size and aspect ratio.** In this dataset PNEUMONIA and NORMAL images differ
+  systematically in original size/aspect and in border/marker patterns; a model can score well by
+  learning those instead of lung findings. Check heatmaps (`pneumo explain`) and evaluate on data
+  acquired differently.
+- **The official test NORMALs are harder** (and the official val split has only 16 images): figures on
+  small splits have wide confidence intervals — read the CIs, not the point estimates.
+- **Labels** are image-level NORMAL / PNEUMONIA (bacterial vs viral from file names), graded by
+  physicians from the original study; label noise is documented for this dataset.
+- Probabilities are calibrated only if `pneumo calibrate` was run, and only for data like the calibration split.
+"""
+
+ETHICS = """\
+- Decision support for a qualified clinician, **not a diagnosis**; a false negative can delay treatment
+  of a sick child, a false positive can lead to unnecessary antibiotics.
+- The training data are de-identified images released for research under CC BY 4.0; no patient
+  identities are stored in the bundle.
+- Subgroup performance (sex, age, scanner) could not be assessed: the dataset records none of them.
+  Evaluate per subgroup with a manifest that has such columns before deployment.
+"""
+
+
+def _metrics_table(metrics: dict) -> list[str]:
+    rows = ["| metric | value | 95% CI |", "|---|---|---|"]
+    for k, label in METRIC_LABELS.items():
+        m = metrics.get(k)
+        if m is None:
+            continue
+        if isinstance(m, dict):
+            ci = f"{fmt(m.get('lo'))} – {fmt(m.get('hi'))}" if "lo" in m else "—"
+            rows.append(f"| {label} | {fmt(m.get('value'))} | {ci} |")
+        else:
+            rows.append(f"| {label} | {fmt(float(m))} | — |")
+    return rows
+
+
+def _load_eval(eval_dir: Path | None) -> dict | None:
+    if eval_dir is None:
+        return None
+    f = Path(eval_dir) / "metrics.json"
+    if not f.exists():
+        raise ConfigError(f"{eval_dir}: no metrics.json (expected a `pneumo evaluate` output folder)")
+    return json.loads(f.read_text())
+
+
+def _details(meta: dict, n_params: str) -> list[str]:
+    arch = meta.get("architecture", {})
+    return [
+        "## Model details",
+        f"- Name: `{meta.get('name', NR)}`; pneumo version {meta.get('pneumo_version', NR)}; created {meta.get('created', NR)}",
+        f"- Architecture: `{arch.get('name', NR)}` with {json.dumps(arch.get('kwargs', {}))}; {n_params} parameters",
+        f"- Input: one grey channel, preprocessing {json.dumps(meta.get('preprocess', {}))}",
+        "- Output: one logit for PNEUMONIA; probability = sigmoid(logit / temperature)",
+        f"- Weights: `model.safetensors`, sha256 `{meta.get('weights_sha256', NR)}`",
+        "- Licence of the code: Apache-2.0. Contact: the team that trained this bundle.",
+    ]
+
+
+def _operating_point(meta: dict) -> list[str]:
+    op = meta.get("operating_point", {})
+    t = float(meta.get("temperature", 1.0))
+    lines = ["## Operating point", f"- Rule: {op.get('rule', NR)}; decision PNEUMONIA iff logit ≥ {fmt(op.get('logit'), 4)}"
+             f" (probability ≥ {fmt(_sig(op.get('logit'), t), 4)} at temperature {fmt(t, 3)})"]
+    for k in ("val_sensitivity", "val_specificity"):
+        if k in op:
+            lines.append(f"- {k.replace('_', ' ')} when chosen: {fmt(float(op[k]))}")
+    return lines
+
+
+def _sig(logit, t):
+    import math
+
+    return None if logit is None else 1 / (1 + math.exp(-float(logit) / t))
+
+
+def _calibration(meta: dict) -> list[str]:
+    cal = meta.get("calibration")
+    if not cal:
+        return ["## Calibration", "- Not calibrated (temperature 1.0 unless stated above); probabilities may be over-confident."]
+    return ["## Calibration",
+            f"- Temperature scaling fitted on split `{cal.get('split')}` ({cal.get('n')} images) on {cal.get('fitted', NR)}: "
+            f"T = {fmt(float(meta.get('temperature', 1.0)), 3)}",
+            f"- ECE {fmt(cal.get('ece_before'))} → {fmt(cal.get('ece_after'))}; Brier {fmt(cal.get('brier_before'))} → "
+            f"{fmt(cal.get('brier_after'))} (on the calibration split itself — optimistic)"]
+
+
+def _data(meta: dict) -> list[str]:
+    td = meta.get("training_data", {}) or {}
+    lines = ["## Training data",
+             "- Kermany et al. pediatric chest X-rays (Guangzhou Women and Children's Medical Center), CC BY 4.0."]
+    for k, v in td.items():
+        lines.append(f"- {k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
+    if not td:
+        lines.append(f"- Fingerprint and size: {NR}")
+    return lines
+
+
+def _evaluation(meta: dict, ev: dict | None) -> list[str]:
+    lines = ["## Evaluation data and metrics (at the saved operating point, never re-tuned)"]
+    vm = meta.get("validation_metrics") or {}
+    if vm:
+        lines += ["### Validation (used to choose the operating point — optimistic)",
+                  f"Data: {vm.get('split', NR)}.", "", *_metrics_table(vm)]
+        off = vm.get("official_val")
+        if isinstance(off, dict):
+            lines += ["", f"Official Kermany val folder ({off.get('n', '?')} images; {off.get('note', '')}):", "",
+                      *_metrics_table(off)]
+    if ev:
+        lines += _eval_block(meta, ev)
+    if not vm and not ev:
+        lines.append(f"- {NR}: run `pneumo evaluate BUNDLE --split test` and `pneumo card BUNDLE --eval DIR`.")
+    return lines
+
+
+def _eval_block(meta: dict, ev: dict) -> list[str]:
+    """An ``evaluate`` metrics.json as Markdown, with warnings if it no longer matches the bundle."""
+    d, b, eb = ev.get("data", {}), ev.get("bootstrap", {}), ev.get("bundle", {})
+    lines = [f"### Evaluation on split `{d.get('split') or 'all'}` of `{d.get('source')}`", ""]
+    if eb.get("weights_sha256") and eb["weights_sha256"] != meta.get("weights_sha256"):
+        lines += [f"**Warning: this evaluation was run on different weights (sha256 {eb['weights_sha256'][:16]}…), "
+                  "not on this bundle's.**", ""]
+    if eb.get("temperature") is not None and float(eb["temperature"]) != float(meta.get("temperature", 1.0)):
+        lines += [f"(Brier score and ECE below were computed at temperature {fmt(float(eb['temperature']), 3)}, "
+                  "before the current calibration.)", ""]
+    lines += [f"{d.get('n_images')} images ({d.get('n_pneumonia')} PNEUMONIA / {d.get('n_normal')} NORMAL) from "
+              f"{d.get('n_patients')} patients; 95% CIs from {b.get('n_resamples')} patient-bootstrap resamples.", "",
+              *_metrics_table(ev.get("metrics", {}))]
+    c = ev.get("confusion")
+    if c:
+        lines += ["", f"Confusion: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}."]
+    ps = ev.get("pathogen_sensitivity") or {}
+    if ps:
+        lines += ["", "Sensitivity per pathogen: " + "; ".join(
+            f"{k} {fmt(v.get('value'))} [{fmt(v.get('lo'))}, {fmt(v.get('hi'))}] (n={v.get('n')})" for k, v in ps.items()) + "."]
+    return lines
+
+
+def render_card(meta: dict, ev: dict | None = None, n_params: str = NR) -> str:
+    """The card's Markdown from ``pneumo.json`` content and an optional evaluation ``metrics.json``."""
+    parts = [
+        f"# Model card: {meta.get('name', 'pneumo model')}",
+        f"_Generated by `pneumo card` on {_dt.date.today().isoformat()}, following Mitchell et al. (2019)._",
+        *_details(meta, n_params),
+        "## Intended use",
+        "- Decision support for clinicians reading **pediatric (ages 1–5) frontal chest X-rays**: flags images likely "
+        "to show pneumonia. **Not a diagnosis**; a clinician makes the decision.",
+        "- Intended users: radiologists, paediatricians, researchers evaluating triage aids.",
+        "## Out-of-scope uses",
+        "- Adults or older children; lateral or non-chest views; CT.",
+        "- Diseases other than pneumonia (e.g. tuberculosis, COVID-19, effusion), or telling bacterial from viral pneumonia.",
+        "- Use at another hospital or with other scanners without a local validation study.",
+        "- Any autonomous decision without a clinician.",
+        "## Factors",
+        "- Relevant factors include age, scanner/hospital, view (AP/PA), image size and post-processing; only "
+        "pathogen (bacteria/virus) is recorded in the data, and sensitivity per pathogen is in the evaluation report.",
+        *_operating_point(meta),
+        *_data(meta),
+        *_evaluation(meta, ev),
+        *_calibration(meta),
+        "## Known limitations", LIMITATIONS,
+        "## Ethical considerations", ETHICS,
+        "## Citation",
+        "- Kermany D. S., Goldbaum M., Cai W., et al. Identifying Medical Diagnoses and Treatable Diseases by "
+        "Image-Based Deep Learning. *Cell* 172(5):1122–1131, 2018. doi:10.1016/j.cell.2018.02.010. "
+        "Data: Kermany, Zhang, Goldbaum, Mendeley Data v2, doi:10.17632/rscbjbr9sj.2 (CC BY 4.0).",
+        "- Mitchell M., et al. Model Cards for Model Reporting. FAT* 2019. doi:10.1145/3287560.3287596.",
+    ]
+    return "\n".join(("\n" + p if p.startswith("#") else p).rstrip("\n") for p in parts).lstrip() + "\n"
+
+
+def write_card(bundle_dir: str | Path, eval_dir: str | Path | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into the bundle and return its path."""
+    bundle_dir = Path(bundle_dir)
+    meta = read_meta(bundle_dir)
+    try:
+        from pneumo.bundle import load_bundle
+
+        model = load_bundle(bundle_dir).model
+        n_params = f"{sum(p.numel() for p in model.parameters()):,}"
+    except Exception:  # the card is still useful without a loadable model
+        n_params = NR
+    text = render_card(meta, _load_eval(Path(eval_dir) if eval_dir else None), n_params)
+    path = bundle_dir / CARD
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

@@ -1,0 +1,76 @@
+"""Pictures of heatmaps: a captioned overlay PNG for people, a transparent layer for the web page."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pneumo.errors import ConfigError  # noqa: E402
+
+CMAP = "jet"
+MAX_SIDE = 1024
+
+
+def _fit(a: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Downscale a float ``H×W`` array so its long side is ≤ ``max_side``, keeping the aspect ratio."""
+    h, w = a.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return a.astype(np.float32, copy=False)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
+    return np.asarray(im.resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _check_pair(pixels: np.ndarray, heatmap: np.ndarray) -> None:
+    if np.ndim(pixels) != 2 or np.shape(pixels) != np.shape(heatmap):
+        raise ConfigError(f"image {np.shape(pixels)} and heatmap {np.shape(heatmap)} must be the same H×W")
+
+
+def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, caption: str, alpha: float = 0.45) -> bytes:
+    """The X-ray (``H×W`` in [0, 1], original aspect, long side ≤ 1024 px) with ``heatmap`` (same
+    ``H×W``, [0, 1]) blended over it in ``jet``, a colour bar and ``caption`` underneath → PNG bytes."""
+    _check_pair(pixels, heatmap)
+    img, hm = _fit(np.asarray(pixels)), np.clip(_fit(np.asarray(heatmap)), 0.0, 1.0)
+    h, w = img.shape
+    dpi = 100
+    fig = plt.figure(figsize=(w / dpi + 1.3, h / dpi + 0.7), dpi=dpi)
+    ax = fig.add_axes((0.2 / (w / dpi + 1.3), 0.6 / (h / dpi + 0.7), (w / dpi) / (w / dpi + 1.3), (h / dpi) / (h / dpi + 0.7)))
+    ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
+    shown = ax.imshow(hm, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=float(alpha), interpolation="bilinear")
+    ax.set_axis_off()
+    cax = fig.add_axes((ax.get_position().x1 + 0.01, ax.get_position().y0, 0.02, ax.get_position().height))
+    fig.colorbar(shown, cax=cax, label="relative importance")
+    fig.text(0.5, 0.25 / (h / dpi + 0.7), caption, ha="center", va="center", fontsize=max(9, min(14, w // 60)))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def heatmap_rgba_png(heatmap: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
+    """Transparent coloured layer for the web viewer: ``jet`` colours, opacity rising with the heat
+    (0 where the map is 0), so the page can stack it on the image under an opacity slider.
+
+    ``size`` is the output ``(width, height)`` (the displayed image's size); default: the map's own.
+    """
+    hm = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+    if hm.ndim != 2:
+        raise ConfigError(f"heatmap must be 2-D, got shape {hm.shape}")
+    if size is not None:
+        w, h = int(size[0]), int(size[1])
+        if w < 1 or h < 1:
+            raise ConfigError(f"size must be positive (width, height), got {size!r}")
+        im = Image.fromarray(hm, mode="F").resize((w, h), Image.Resampling.BILINEAR)
+        hm = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+    rgba = plt.get_cmap(CMAP)(hm)
+    rgba[..., 3] = np.sqrt(hm)  # faint heat stays faintly visible, cold areas fully transparent
+    buf = io.BytesIO()
+    Image.fromarray((rgba * 255).round().astype(np.uint8), mode="RGBA").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

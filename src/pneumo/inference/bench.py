@@ -1,0 +1,172 @@
+"""Inference speed on this machine: end-to-end single-image latency, batch throughput, FLOP efficiency.
+
+- **latency**: one JPEG, ``read_image → preprocess → model → probability``, repeated ``n`` times;
+  median and p95 in milliseconds.
+- **throughput**: already-preprocessed batches of 32 and 64 through the model only; images/s
+  (median over repeats).
+- **FLOPs/image** from :func:`pneumo.models.flops.count_flops` (multiply-add = 2 FLOPs, convs and
+  matmuls only), and achieved FLOP/s (FLOPs × best images/s) as a fraction of this CPU's measured
+  peak: the best rate of a float32 ``torch.mm`` (256–1024²) on the same number of threads.
+
+Backends: ``torch``, ``onnx`` (fp32, the bundle's ``model.onnx``) and ``onnx-int8``
+(``model.int8.onnx``). Missing ONNX files are produced in a temporary folder for timing only (no
+parity check there: speed only; ``pneumo export`` is the way to ship them).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pneumo.bundle import Bundle, load_bundle
+from pneumo.data.imageio import read_image
+from pneumo.data.preprocess import preprocess
+from pneumo.inference.predictor import Predictor
+
+
+def measure_peak_flops(threads: int, sizes: tuple[int, ...] = (256, 512, 1024), repeats: int = 10) -> float:
+    """Best float32 ``torch.mm`` FLOP/s on ``threads`` threads over a few sizes: the practical CPU peak.
+
+    Several sizes because on a shared machine the large ones become memory-bound (neighbours evict
+    the cache), while 256–512² stays in cache and shows what the FMA units can do; the best (not the
+    median) run is taken because any slower run measures the neighbours, not the CPU.
+    """
+    torch.set_num_threads(threads)
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        best = max(best, 2 * size**3 / min(_timings(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=2)))
+    return best
+
+
+def _timings(fn: Callable[[], object], n: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def latency_ms(predictor: Predictor, jpeg: Path, n: int) -> dict:
+    """End-to-end single image: read JPEG → preprocess → model → calibrated probability."""
+
+    def once():
+        x = preprocess(read_image(jpeg)[0], predictor.spec)[None]
+        return predictor.probabilities(predictor.logits(x))
+
+    t = np.array(_timings(once, n)) * 1000
+    return {"median_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)), "n": n}
+
+
+def throughput(predictor: Predictor, batch: np.ndarray, repeats: int) -> float:
+    t = statistics.median(_timings(lambda: predictor.logits(batch), repeats, warmup=1))
+    return len(batch) / t
+
+
+def _ensure_onnx(bundle: Bundle, tmp: Path, calib: np.ndarray) -> tuple[Path, Path]:
+    """The bundle's ONNX files, or speed-only copies made in ``tmp``."""
+    from pneumo.inference.export import INT8_FILE, ONNX_FILE, export_onnx_file, static_quantise
+
+    fp32, int8 = bundle.path / ONNX_FILE, bundle.path / INT8_FILE
+    if not fp32.exists():
+        fp32 = tmp / ONNX_FILE
+        export_onnx_file(bundle.model, bundle.spec.size, fp32)
+    if not int8.exists():
+        int8 = tmp / INT8_FILE
+        static_quantise(fp32, int8, calib)
+    return fp32, int8
+
+
+def sample_jpeg(tmp: Path, data: str | Path | None = None) -> Path:
+    """A real X-ray JPEG from the dataset when one can be found, else a synthetic 1024² JPEG."""
+    from PIL import Image
+
+    from pneumo.data.discover import load_dataset
+    from pneumo.data.locate import resolve_data
+    from pneumo.errors import PneumoError
+
+    try:
+        index = load_dataset(resolve_data(data))
+        jpegs = [s.path for s in index.select("val") or index.samples if s.path.suffix.lower() in (".jpeg", ".jpg")]
+        if jpegs:
+            return jpegs[0]
+    except PneumoError:
+        pass
+    rng = np.random.default_rng(0)
+    path = tmp / "synthetic.jpeg"
+    Image.fromarray((rng.random((1024, 1024)) * 255).astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+def bench_bundle(
+    bundle: Bundle | str | Path,
+    n: int = 200,
+    threads: int | None = None,
+    batch_sizes: tuple[int, ...] = (32, 64),
+    repeats: int = 5,
+    data: str | Path | None = None,
+    peak: float | None = None,
+) -> dict:
+    """Latency/throughput/FLOPs for torch, ONNX fp32 and ONNX int8 on one bundle (see module doc)."""
+    from pneumo.models.flops import count_flops
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    threads = threads or torch.get_num_threads()
+    peak = peak or measure_peak_flops(threads)
+    flops = count_flops(bundle.model, bundle.spec.size)
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 1, (max(batch_sizes), 1, bundle.spec.size, bundle.spec.size)).astype(np.float32)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        jpeg = sample_jpeg(tmp, data)
+        calib = np.stack([preprocess(read_image(jpeg)[0], bundle.spec)] * 8)
+        fp32, int8 = _ensure_onnx(bundle, tmp, calib)
+        for name, kwargs in (("torch", {"backend": "torch"}), ("onnx", {"onnx": fp32}), ("onnx-int8", {"onnx": int8})):
+            pred = _predictor(bundle, threads, **kwargs)
+            row = {"latency": latency_ms(pred, jpeg, n), "throughput": {}}
+            for bs in batch_sizes:
+                row["throughput"][str(bs)] = throughput(pred, big[:bs], repeats)
+            best = max(row["throughput"].values())
+            row["achieved_gflops"] = flops * best / 1e9
+            row["fraction_of_peak"] = flops * best / peak
+            rows[name] = row
+    return {
+        "bundle": str(bundle.path),
+        "architecture": bundle.meta["architecture"]["name"],
+        "input_size": bundle.spec.size,
+        "threads": threads,
+        "flops_per_image": flops,
+        "peak_gflops": peak / 1e9,
+        "jpeg": str(jpeg),
+        "backends": rows,
+    }
+
+
+def _predictor(bundle: Bundle, threads: int, backend: str = "onnx", onnx: Path | None = None) -> Predictor:
+    if backend == "torch":
+        return Predictor(bundle, backend="torch", threads=threads, ood=False)
+    return Predictor(bundle, backend="onnx", threads=threads, onnx_file=str(onnx), ood=False)
+
+
+def format_table(result: dict) -> str:
+    """One plain-text table for a :func:`bench_bundle` result."""
+    head = (f"{result['architecture']} @ {result['input_size']}px — {result['flops_per_image'] / 1e9:.3f} GFLOP/image, "
+            f"{result['threads']} threads, peak {result['peak_gflops']:.1f} GFLOP/s (best fp32 matmul)")
+    lines = [head, f"{'backend':<10} {'lat med ms':>10} {'lat p95 ms':>10} {'img/s b32':>10} {'img/s b64':>10} "
+             f"{'GFLOP/s':>8} {'% peak':>7}"]
+    for name, r in result["backends"].items():
+        tp = r["throughput"]
+        lines.append(f"{name:<10} {r['latency']['median_ms']:>10.2f} {r['latency']['p95_ms']:>10.2f} "
+                     f"{tp.get('32', float('nan')):>10.1f} {tp.get('64', float('nan')):>10.1f} "
+                     f"{r['achieved_gflops']:>8.2f} {100 * r['fraction_of_peak']:>6.1f}%")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""The work behind one prediction, run in a worker thread: decode → predict (+ OOD) → pictures.
+
+One :class:`Engine` per server process holds the bundle, loaded once. Everything here is blocking
+and CPU-bound, so the routes call :meth:`Engine.analyse` through the engine's thread pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pneumo.bundle import load_bundle
+from pneumo.data.imageio import ImageMeta, read_image
+from pneumo.data.preprocess import preprocess
+from pneumo.errors import ImageError
+from pneumo.inference import Prediction, Predictor
+from pneumo.server.settings import ServerSettings
+
+OOD_MESSAGE = (
+    "This image does not look like a frontal chest X-ray, so no pneumonia probability is given. "
+    "Check that the right image was chosen."
+)
+NO_OOD_WARNING = (
+    "This model has no out-of-distribution check: the image was not verified to be a chest X-ray."
+)
+
+
+@dataclass
+class Analysis:
+    """The outcome of one image, before it becomes JSON."""
+
+    meta: ImageMeta
+    prediction: Prediction
+    ood_flag: bool | None
+    ood_score: float | None
+    display_png: bytes | None = None
+    display_size: tuple[int, int] | None = None
+    heatmap_png: bytes | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode("ascii") if data is not None else None
+
+
+class Engine:
+    """A loaded bundle plus a bounded pool of inference threads."""
+
+    def __init__(self, bundle_path: str | Path, settings: ServerSettings):
+        self.settings = settings
+        self.bundle = load_bundle(bundle_path)
+        self.predictor = Predictor(self.bundle, backend=settings.backend)
+        fields = {f.name for f in dataclasses.fields(Prediction)}
+        self._predictor_has_ood = "ood_score" in fields
+        self._ood = None if self._predictor_has_ood else _load_ood(self.bundle)
+        self._explain_lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="pneumo-infer")
+
+    # -- what the model is -------------------------------------------------------------------
+    @property
+    def ood_detector(self):
+        """The bundle's OOD detector (the predictor's own when it scores OOD itself), or ``None``."""
+        if self._predictor_has_ood:
+            return getattr(self.predictor, "ood_detector", None)
+        return self._ood
+
+    @property
+    def ood_block(self) -> dict | None:
+        return self.bundle.meta.get("ood") if self.ood_detector is not None else None
+
+    @property
+    def ood_threshold(self) -> float | None:
+        det = self.ood_detector
+        return float(det.threshold) if det is not None else None
+
+    # -- one image ---------------------------------------------------------------------------
+    def analyse(self, data: bytes, *, heatmap: bool, display: bool) -> Analysis:
+        """Uploaded bytes → :class:`Analysis`. Raises :class:`ImageError` for unreadable input."""
+        pixels, meta = read_image(data, max_pixels=self.settings.max_pixels)
+        if min(meta.width, meta.height) < self.settings.min_side:
+            raise ImageError(
+                f"The image is only {meta.width}×{meta.height} pixels; a chest X-ray needs at least "
+                f"{self.settings.min_side} pixels a side (typically over 1000).",
+                code="image_too_small",
+            )
+        pred = self.predictor.predict_pixels(pixels)
+        flag, score = self._ood_of(pred, pixels)
+        out = Analysis(meta, pred, flag, score)
+        if flag is None:
+            out.warnings.append(NO_OOD_WARNING)
+        size = self.bundle.spec.size
+        if min(meta.width, meta.height) < size:
+            out.warnings.append(
+                f"The image ({meta.width}×{meta.height}) is smaller than the model's input ({size}×{size}); "
+                "results on low-resolution images are less reliable."
+            )
+        if display or heatmap:
+            out.display_png, out.display_size = self._display(pixels)
+        if heatmap and flag:
+            out.warnings.append("No heatmap: the image was refused as not a chest X-ray.")
+        elif heatmap:
+            out.heatmap_png = self._heatmap(pixels, out.display_size, out.warnings)
+        if not display:
+            out.display_png = None
+        return out
+
+    def _ood_of(self, pred: Prediction, pixels: np.ndarray) -> tuple[bool | None, float | None]:
+        if self.ood_detector is None:
+            return None, None
+        if self._predictor_has_ood:
+            score = getattr(pred, "ood_score", None)
+            return bool(getattr(pred, "ood", False)), (None if score is None else float(score))
+        import torch
+
+        x = torch.from_numpy(preprocess(pixels, self.bundle.spec)[None])
+        with torch.inference_mode():
+            emb = self.bundle.model.embed(x).float().numpy()
+        score = float(self._ood.score_pixels(emb, [pixels])[0])
+        return bool(self._ood.is_ood(np.array([score]))[0]), score
+
+    def _display(self, pixels: np.ndarray) -> tuple[bytes, tuple[int, int]]:
+        """8-bit greyscale PNG, long side ≤ ``display_max_side``: what the page shows (DICOM included)."""
+        h, w = pixels.shape
+        scale = min(1.0, self.settings.display_max_side / max(h, w))
+        im = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        if scale < 1.0:
+            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", compress_level=1)  # speed over size: it travels once, on a LAN
+        return buf.getvalue(), im.size
+
+    def _heatmap(self, pixels: np.ndarray, size: tuple[int, int], warnings: list[str]) -> bytes | None:
+        try:
+            from pneumo.explain import explain_pixels, heatmap_rgba_png
+        except ImportError:
+            warnings.append("Heatmaps are not available in this installation.")
+            return None
+        with self._explain_lock:  # Grad-CAM hooks and memory: one explanation at a time per process
+            heat = explain_pixels(self.bundle, pixels, method="gradcam")
+        return heatmap_rgba_png(heat, size)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _load_ood(bundle):
+    """The bundle's OOD detector when the predictor does not score OOD itself (``None`` if absent)."""
+    try:
+        from pneumo.inference.ood import OODDetector
+    except ImportError:
+        return None
+    return OODDetector.load(bundle)
+

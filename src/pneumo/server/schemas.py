@@ -1,0 +1,99 @@
+"""Pydantic models for every JSON body the API sends: they are the OpenAPI contract at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+NOTICE = "Decision support, not a diagnosis. A clinician must review every image."
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable slug, e.g. 'not_an_image', 'upload_too_large'.")
+    message: str = Field(description="What went wrong and what to send instead, for a person.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+    request_id: str
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str = Field(description="SHA-256 of the model weights (model.safetensors).")
+
+
+class OodResult(BaseModel):
+    available: bool = Field(description="False when the bundle has no out-of-distribution detector.")
+    flag: bool | None = Field(None, description="True: the image does not look like a chest X-ray.")
+    score: float | None = None
+    threshold: float | None = None
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: Literal["JPEG", "PNG", "DICOM"]
+    sha256: str = Field(description="SHA-256 of the uploaded bytes (the audit log's key).")
+    display_png: str | None = Field(
+        None, description="Base64 PNG of the image as the model read it, downscaled (only with ?display=true)."
+    )
+    display_width: int | None = None
+    display_height: int | None = None
+
+
+class Heatmap(BaseModel):
+    method: str
+    png: str = Field(description="Base64 RGBA PNG at the display size, to lay over the image.")
+
+
+class OperatingPoint(BaseModel):
+    rule: str | None = None
+    logit: float
+    threshold: float = Field(description="Probability threshold (after calibration).")
+    val_sensitivity: float | None = None
+    val_specificity: float | None = None
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    label: Literal["PNEUMONIA", "NORMAL", "not_a_chest_xray"]
+    probability: float | None = Field(description="Calibrated probability of pneumonia; null when refused.")
+    threshold: float = Field(description="Probability at the model's operating point; label = probability ≥ it.")
+    operating_point: OperatingPoint
+    ood: OodResult
+    model: ModelRef
+    image: ImageInfo
+    heatmap: Heatmap | None = None
+    warnings: list[str] = Field(default_factory=list)
+    message: str | None = Field(None, description="Why the image was refused, when it was.")
+    notice: str = NOTICE
+    latency_ms: float
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "starting"]
+    model: ModelRef | None
+    uptime_s: float
+    in_flight: int
+    queue_limit: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    created: str | None = None
+    architecture: dict
+    backend: str
+    class_names: list[str]
+    operating_point: OperatingPoint
+    preprocess: dict
+    temperature: float
+    calibration: dict | None = None
+    ood: dict | None = None
+    validation_metrics: dict | None = None
+    notice: str = NOTICE
+    limits: dict

@@ -1,0 +1,98 @@
+"""Batched augmentation on ``[0, 1]`` images, one random draw per image, all in a few torch ops.
+
+The parameters mirror MONAI's ``RandAffine`` (rotate/translate/scale/shear ranges),
+``RandScaleIntensity``, ``RandShiftIntensity``, ``RandAdjustContrast`` (gamma), ``RandFlip`` and
+``RandGaussianNoise``, but act on a whole ``B×1×S×S`` batch at once: per-image MONAI array
+transforms cost about as much as the model itself on a 2-core CPU, one ``grid_sample`` does not.
+Mixup lives in the LightningModule because it also mixes labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Ranges are symmetric: an image is rotated by U(−rotate_deg, rotate_deg), and so on.
+
+    ``translate`` is a fraction of the image side; ``scale`` a relative zoom (0.1 → 0.9..1.1);
+    ``shear`` a shear factor; ``intensity_scale``/``intensity_shift`` act as ``x·(1+f) + o``;
+    ``gamma`` is a ``(low, high)`` range for ``x ** γ`` (log-uniform) or ``None``.
+    """
+
+    enabled: bool = True
+    rotate_deg: float = 10.0
+    translate: float = 0.08
+    scale: float = 0.1
+    shear: float = 0.05
+    hflip: bool = False
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
+    gamma: tuple[float, float] | None = (0.8, 1.25)
+    noise_std: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> AugmentSpec:
+        d = {k: cfg[k] for k in cls.__dataclass_fields__}
+        d["gamma"] = tuple(float(g) for g in d["gamma"]) if d["gamma"] is not None else None
+        return cls(**d)
+
+
+def _uniform(n: int, half_width: float, gen: torch.Generator | None) -> torch.Tensor:
+    return (torch.rand(n, generator=gen) * 2 - 1) * half_width
+
+
+def affine_matrices(n: int, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
+    """``n×2×3`` matrices for ``affine_grid`` (output → input, normalised coordinates)."""
+    angle = _uniform(n, math.radians(spec.rotate_deg), gen)
+    zoom = 1.0 + _uniform(n, spec.scale, gen)
+    shear = _uniform(n, spec.shear, gen)
+    shift = _uniform(2 * n, 2.0 * spec.translate, gen).reshape(n, 2)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    sh = torch.eye(2).repeat(n, 1, 1)
+    sh[:, 0, 1] = shear
+    lin = rot @ sh / zoom[:, None, None]
+    if spec.hflip:
+        flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+        lin[:, :, 0] *= flip[:, None]
+    return torch.cat([lin, shift[:, :, None]], dim=2)
+
+
+def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
+    """``B×1×S×S`` float in ``[0, 1]`` → augmented batch, same shape, values in ``[0, 1]``."""
+    if not spec.enabled or x.shape[0] == 0:
+        return x
+    n = x.shape[0]
+    if spec.rotate_deg or spec.translate or spec.scale or spec.shear or spec.hflip:
+        theta = affine_matrices(n, spec, gen).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if spec.intensity_scale:
+        x = x * (1.0 + _uniform(n, spec.intensity_scale, gen)).view(n, 1, 1, 1)
+    if spec.intensity_shift:
+        x = x + _uniform(n, spec.intensity_shift, gen).view(n, 1, 1, 1)
+    x = x.clamp(0.0, 1.0)
+    if spec.gamma is not None and spec.gamma != (1.0, 1.0):
+        lo, hi = math.log(spec.gamma[0]), math.log(spec.gamma[1])
+        g = torch.exp(lo + torch.rand(n, generator=gen) * (hi - lo))
+        x = x.pow(g.view(n, 1, 1, 1))
+    if spec.noise_std:
+        x = (x + torch.randn(x.shape, generator=gen) * spec.noise_std).clamp(0.0, 1.0)
+    return x
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, alpha: float, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each image and (soft) label with a random partner: ``λ ~ Beta(α, α)`` per batch."""
+    if alpha <= 0 or x.shape[0] < 2:
+        return x, y
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], generator=gen)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]

@@ -1,0 +1,126 @@
+"""Which images train, which validate, and the loaders that feed them from in-memory uint8 tensors.
+
+The validation split is carved from the training images **by patient** (stratified by label,
+grouped by :attr:`Sample.group`), unless a manifest already says ``split=train``/``split=val``.
+The official 16-image ``val`` folder is kept apart: reported once at the end, never selected on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from pneumo.data import DatasetIndex, Sample
+from pneumo.errors import DatasetError
+
+
+@dataclass
+class Splits:
+    train: list[Sample]
+    val: list[Sample]
+    official_val: list[Sample]
+    how: str
+
+
+def limit_samples(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
+    """A deterministic class-balanced subset of about ``limit`` images (smoke runs)."""
+    rng = np.random.default_rng(seed)
+    out: list[Sample] = []
+    for label in (0, 1):
+        pool = [s for s in samples if s.label == label]
+        keep = sorted(rng.permutation(len(pool))[: limit // 2 + (label == 1) * (limit % 2)])
+        out.extend(pool[i] for i in keep)
+    return out
+
+
+def grouped_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Stratified, patient-grouped train/val split (scikit-learn ``StratifiedGroupKFold``, first fold)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / val_fraction))
+    groups = [s.group for s in samples]
+    labels = [s.label for s in samples]
+    if len(set(groups)) < n_splits:
+        raise DatasetError(f"only {len(set(groups))} patients: too few to carve a {val_fraction:.0%} validation split")
+    skf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(skf.split(np.zeros(len(samples)), labels, groups))
+    return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+
+
+def _patient_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
+    """Use ``pneumo.data.split.patient_split`` when the data piece provides it, else :func:`grouped_split`."""
+    try:
+        from pneumo.data.split import patient_split
+    except ImportError:
+        train, val = grouped_split(samples, val_fraction, seed)
+        return train, val, "training.grouped_split (StratifiedGroupKFold)"
+    result = patient_split(samples, val=val_fraction, test=0.0, seed=seed)
+    if isinstance(result, dict):
+        return list(result["train"]), list(result["val"]), "data.split.patient_split"
+    if isinstance(result, tuple | list) and len(result) in (2, 3) and isinstance(result[0], list | tuple):
+        return list(result[0]), list(result[1]), "data.split.patient_split"
+    if isinstance(result, list | tuple) and all(isinstance(s, Sample) for s in result):
+        return (
+            [s for s in result if s.split == "train"],
+            [s for s in result if s.split == "val"],
+            "data.split.patient_split",
+        )
+    train, val = grouped_split(samples, val_fraction, seed)
+    return train, val, "training.grouped_split (patient_split returned an unknown shape)"
+
+
+def make_splits(index: DatasetIndex, val_fraction: float, seed: int, limit: int | None = None) -> Splits:
+    """Train/val samples (split field set to ``train``/``val``) plus the official val originals."""
+    if index.source == "manifest" and index.select("train") and index.select("val"):
+        train, val, how = index.select("train"), index.select("val"), "manifest split column"
+        official: list[Sample] = []
+    else:
+        pool = index.select("train") or [s for s in index.samples if s.split in (None, "")]
+        if not pool:
+            raise DatasetError(f"{index.root}: no training images (expected a train/ folder or split=train rows)")
+        official = index.select("val") if index.source == "folders" else []
+        if limit:
+            pool = limit_samples(pool, limit, seed)
+        train, val, how = _patient_split(pool, val_fraction, seed)
+    if limit and how == "manifest split column":
+        train = limit_samples(train, limit, seed)
+    for name, part in (("training", train), ("validation", val)):
+        if len({s.label for s in part}) < 2:
+            raise DatasetError(f"{index.root}: the {name} split needs images of both classes, found {len(part)} image(s)")
+    train = [replace(s, split="train") for s in train]
+    val = [replace(s, split="val") for s in val]
+    return Splits(train, val, official, how)
+
+
+class XrayDataModule(L.LightningDataModule):
+    """Loaders over cached uint8 tensors ``N×1×S×S``; batches are ``(x uint8, y float, index)``.
+
+    ``num_workers=0``: the tensors are already in memory, and worker processes only add copies on a
+    2-core machine. Augmentation happens on the batch in the LightningModule.
+    """
+
+    def __init__(self, train_x, train_y, val_x, val_y, batch_size: int, eval_batch_size: int,
+                 sampler: str = "none", seed: int = 0):
+        super().__init__()
+        self.train_set = TensorDataset(train_x, train_y.float(), torch.arange(len(train_y)))
+        self.val_set = TensorDataset(val_x, val_y.float(), torch.arange(len(val_y)))
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.sampler, self.seed = sampler, seed
+
+    def train_dataloader(self) -> DataLoader:
+        y = self.train_set.tensors[1]
+        drop_last = len(y) > self.batch_size  # a batch of 1 breaks BatchNorm
+        if self.sampler == "balanced":
+            counts = torch.bincount(y.long(), minlength=2).float().clamp(min=1)
+            weights = (1.0 / counts)[y.long()]
+            gen = torch.Generator().manual_seed(self.seed)
+            sampler = WeightedRandomSampler(weights.double(), num_samples=len(y), replacement=True, generator=gen)
+            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False)

@@ -1,0 +1,105 @@
+"""Operating thresholds chosen on validation logits (never on a test split).
+
+Thresholds are returned as **logits** (decision: ``logit >= threshold``), so temperature scaling done
+later never moves a decision. Evaluation reuses these functions to report the same rules.
+
+Each rule returns ``{"rule", "logit", "val_sensitivity", "val_specificity"}`` (plus ``target`` for the
+sensitivity rule), where sensitivity and specificity are those the threshold reaches on the given data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from pneumo.errors import ConfigError
+
+RULES = ("youden", "sensitivity")
+
+
+def _roc(labels, logits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = np.asarray(labels, dtype=int).reshape(-1)
+    s = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and logits {s.shape} differ in length")
+    if y.min(initial=1) == y.max(initial=0) or len(np.unique(y)) != 2:
+        raise ConfigError("choosing a threshold needs validation images of both classes")
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    # roc_curve's first threshold is +inf (predict nothing positive); keep it finite for JSON, and
+    # representable in float32 so that float32 logits compare the same way as float64 ones.
+    thr = thr.copy()
+    thr[0] = float(np.nextafter(np.float32(s.max()), np.float32(np.inf)))
+    return fpr, tpr, thr
+
+
+def _point(rule: str, logit: float, tpr: float, fpr: float) -> dict:
+    return {"rule": rule, "logit": float(logit), "val_sensitivity": float(tpr), "val_specificity": float(1 - fpr)}
+
+
+def youden_threshold(labels, logits) -> dict:
+    """Maximise Youden's J = sensitivity + specificity − 1 (ties: the higher threshold)."""
+    fpr, tpr, thr = _roc(labels, logits)
+    j = tpr - fpr
+    best = int(np.flatnonzero(j == j.max())[0])
+    return _point("youden", thr[best], tpr[best], fpr[best])
+
+
+def sensitivity_threshold(labels, logits, target: float = 0.97) -> dict:
+    """Highest specificity whose sensitivity is at least ``target`` (the highest such threshold)."""
+    if not 0 < target <= 1:
+        raise ConfigError(f"target sensitivity must be in (0, 1], got {target!r}")
+    fpr, tpr, thr = _roc(labels, logits)
+    ok = np.flatnonzero(tpr >= target - 1e-12)
+    best = int(ok[np.argmin(fpr[ok])])  # roc_curve is sorted by decreasing threshold: first minimum wins
+    point = _point("sensitivity", thr[best], tpr[best], fpr[best])
+    point["target"] = float(target)
+    return point
+
+
+def all_thresholds(labels, logits, target_sensitivity: float = 0.97) -> dict[str, dict]:
+    """Every rule, keyed by name: what the bundle stores under ``thresholds``."""
+    return {
+        "youden": youden_threshold(labels, logits),
+        "sensitivity": sensitivity_threshold(labels, logits, target_sensitivity),
+        "default": default_threshold(labels, logits),
+    }
+
+
+def default_threshold(labels, logits) -> dict:
+    """The untuned threshold, logit 0 (probability 0.5), with what it reaches on these data."""
+    y = np.asarray(labels, dtype=int).reshape(-1)
+    pred = np.asarray(logits, dtype=np.float64).reshape(-1) >= 0.0
+    m = binary_metrics_at(y, pred)
+    return {"rule": "default", "logit": 0.0, "val_sensitivity": m["sensitivity"], "val_specificity": m["specificity"]}
+
+
+def binary_metrics_at(labels, decisions) -> dict:
+    """Accuracy, sensitivity, specificity, PPV, NPV of boolean decisions (NaN where undefined)."""
+    y = np.asarray(labels, dtype=bool).reshape(-1)
+    d = np.asarray(decisions, dtype=bool).reshape(-1)
+    tp, tn = int(np.sum(y & d)), int(np.sum(~y & ~d))
+    fp, fn = int(np.sum(~y & d)), int(np.sum(y & ~d))
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {
+        "n": int(y.size),
+        "accuracy": ratio(tp + tn, y.size),
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+def choose(labels, logits, rule: str, target_sensitivity: float = 0.97) -> tuple[dict, dict]:
+    """``(operating_point, all_thresholds)`` for the configured rule."""
+    if rule not in RULES:
+        raise ConfigError(f"threshold.rule must be one of {', '.join(RULES)}, got {rule!r}")
+    table = all_thresholds(labels, logits, target_sensitivity)
+    return dict(table[rule]), table

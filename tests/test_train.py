@@ -1,0 +1,134 @@
+"""`pneumo train` end to end on a few dozen real X-rays with the tiny config (seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pneumo.bundle import load_bundle
+from pneumo.data import load_dataset, preprocess, read_image
+from pneumo.errors import ConfigError
+from pneumo.training.augment import AugmentSpec, augment_batch, mixup
+from pneumo.training.cache import load_or_decode, normalise_batch
+from pneumo.training.datamodule import grouped_split
+from pneumo.training.finalize import predict_logits
+from pneumo.training.run import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+class Grab(L.Callback):
+    """Keeps the LightningModule, whose ``model`` holds the bundle's weights once train() returns."""
+
+    def on_fit_end(self, trainer, pl_module):
+        self.module = pl_module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(small_manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "tiny"
+    grab = Grab()
+    bundle = train(TINY, data=small_manifest, out=out, callbacks=[grab], progress=False,
+                   overrides=[f"data.cache_dir={out.parent / 'cache'}"])
+    return bundle, grab.module.model.eval(), out
+
+
+def test_run_directory_holds_everything(tiny_run):
+    bundle, _, out = tiny_run
+    for name in ("config.yaml", "run.json", "manifest.csv", "metrics.csv", "curves.png",
+                 "checkpoints/last.ckpt", "bundle/pneumo.json", "bundle/model.safetensors"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss,train_auroc") and len(rows) == 3  # header + 2 epochs
+    assert all(cell != "" for cell in rows[-1].split(",")), rows[-1]
+    run = json.loads((out / "run.json").read_text())
+    assert run["wall_time_s"] > 0 and run["epochs"] == 2 and "commit" in run["git"]
+
+
+def test_bundle_loads_and_matches_the_trained_model(tiny_run, small_samples):
+    bundle_dir, model, _ = tiny_run
+    b = load_bundle(bundle_dir)
+    x = torch.from_numpy(np.stack([preprocess(read_image(s.path)[0], b.spec) for s in small_samples[:12]]))
+    with torch.inference_mode():
+        assert torch.allclose(b.model(x), model(x), atol=1e-5)
+    meta = b.meta
+    assert meta["architecture"] == {"name": "tiny_cnn", "kwargs": {"width": 8, "depth": 3}}
+    assert meta["preprocess"]["size"] == 64
+    op = meta["operating_point"]
+    assert op["rule"] == "youden" and {"logit", "val_sensitivity", "val_specificity"} <= set(op)
+    assert set(meta["thresholds"]) == {"youden", "sensitivity", "default"}
+    assert meta["training"]["epochs"] == 2 and meta["training"]["config"]["model"]["name"] == "tiny_cnn"
+    td = meta["training_data"]
+    assert len(td["fingerprint"]) == 64 and td["n_images"] + td["n_val"] == len(small_samples)
+    assert (bundle_dir / td["manifest"]).is_file()
+
+
+def test_threshold_and_val_metrics_reproduce_from_the_manifest(tiny_run):
+    """The val split in the manifest, read through read_image → preprocess, gives the stored figures."""
+    bundle_dir, _, out = tiny_run
+    b = load_bundle(bundle_dir)
+    val = load_dataset(out / "manifest.csv").select("val")
+    train_groups = {s.patient_id for s in load_dataset(out / "manifest.csv").select("train")}
+    assert not train_groups & {s.patient_id for s in val}, "a patient is in both train and val"
+    x = torch.from_numpy(np.stack([preprocess(read_image(s.path)[0], b.spec) for s in val]))
+    with torch.inference_mode():
+        logits = b.model(x).numpy()
+    cached, _ = load_or_decode(val, b.spec, None, workers=1, progress=False)
+    assert np.abs(predict_logits(b.model, cached, b.spec) - logits).max() < 0.05  # uint8 cache ≈ float path
+    y = np.array([s.label for s in val])
+    decided = logits >= b.threshold_logit
+    sens = decided[y == 1].mean()
+    assert sens == pytest.approx(b.meta["operating_point"]["val_sensitivity"], abs=1.01 / (y == 1).sum())
+
+
+def test_cli_refuses_bad_overrides_and_reused_run_dir(tiny_run, small_manifest):
+    from pneumo.cli.train import train as cli
+
+    _, _, out = tiny_run
+    r = CliRunner().invoke(cli, ["--config", str(TINY), "--data", str(small_manifest), "--out", str(out / "x"),
+                                 "train.epochs=zero"])
+    assert r.exit_code == 2 and "train.epochs must be an integer" in r.output
+    r = CliRunner().invoke(cli, ["--config", str(TINY), "--data", str(small_manifest), "--out", str(out)])
+    assert r.exit_code == 2 and "already holds a run" in r.output
+    r = CliRunner().invoke(cli, ["--resume", str(out / "nothing-here")])
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+    with pytest.raises(ConfigError, match="no config given"):
+        train(None, data=small_manifest, out=out / "y")
+
+
+def test_grouped_split_keeps_patients_whole_and_stratifies(dataset):
+    pool = dataset.select("train")[::6]
+    tr, va = grouped_split(pool, 0.2, seed=1)
+    assert not {s.group for s in tr} & {s.group for s in va}
+    assert len(tr) + len(va) == len(pool) and 0.1 < len(va) / len(pool) < 0.3
+    pos = lambda part: np.mean([s.label for s in part])  # noqa: E731
+    assert abs(pos(tr) - pos(va)) < 0.08
+
+
+def test_augmentation_is_batched_bounded_and_varied():
+    x = torch.rand(8, 1, 48, 48)
+    spec = AugmentSpec(rotate_deg=15, translate=0.1, scale=0.1, shear=0.1, hflip=True, noise_std=0.02)
+    out = augment_batch(x, spec, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out[0] - x[0], out[1] - x[1])  # each image gets its own draw
+    assert torch.equal(augment_batch(x, AugmentSpec(enabled=False)), x)
+    xm, ym = mixup(x, torch.tensor([0.0, 1.0] * 4), alpha=0.4, gen=torch.Generator().manual_seed(0))
+    assert xm.shape == x.shape and ((ym >= 0) & (ym <= 1)).all()
+
+
+def test_normalise_batch_equals_preprocess(small_samples):
+    from pneumo.data import PreprocessSpec
+
+    spec = PreprocessSpec(size=224)  # the shared train images are 224²: no resize, exact uint8
+    s = small_samples[0]
+    cached, _ = load_or_decode([s], spec, None, workers=1, progress=False)
+    ref = torch.from_numpy(preprocess(read_image(s.path)[0], spec))
+    assert torch.allclose(normalise_batch(cached, spec)[0], ref, atol=1e-5)

@@ -1,0 +1,71 @@
+"""Threshold rules on hand-made validation logits (the answers are worked out by hand)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pneumo.errors import ConfigError
+from pneumo.training.thresholds import (
+    all_thresholds,
+    binary_metrics_at,
+    choose,
+    sensitivity_threshold,
+    youden_threshold,
+)
+
+# negatives: -3, -2, -1, 0.5 ; positives: 0.2, 1, 2, 3
+LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+LOGITS = np.array([-3.0, -2.0, -1.0, 0.5, 0.2, 1.0, 2.0, 3.0])
+
+
+def test_youden_picks_max_j_and_reports_what_it_reaches():
+    op = youden_threshold(LABELS, LOGITS)
+    # logit >= 1.0: sens 3/4, spec 4/4 (J = .75); logit >= 0.2: sens 1, spec 3/4 (J = .75): tie → higher threshold
+    assert op["rule"] == "youden"
+    assert op["logit"] == pytest.approx(1.0)
+    assert op["val_sensitivity"] == pytest.approx(0.75)
+    assert op["val_specificity"] == pytest.approx(1.0)
+
+
+def test_sensitivity_rule_meets_target_with_best_specificity():
+    op = sensitivity_threshold(LABELS, LOGITS, target=1.0)
+    assert op["logit"] == pytest.approx(0.2)
+    assert (op["val_sensitivity"], op["val_specificity"]) == (pytest.approx(1.0), pytest.approx(0.75))
+    op = sensitivity_threshold(LABELS, LOGITS, target=0.7)
+    assert op["logit"] == pytest.approx(1.0) and op["target"] == 0.7
+
+
+def test_thresholds_are_logits_that_reproduce_their_figures():
+    table = all_thresholds(LABELS, LOGITS, 0.97)
+    assert set(table) == {"youden", "sensitivity", "default"}
+    for op in table.values():
+        m = binary_metrics_at(LABELS, LOGITS >= op["logit"])
+        assert m["sensitivity"] == pytest.approx(op["val_sensitivity"])
+        assert m["specificity"] == pytest.approx(op["val_specificity"])
+
+
+def test_constant_scores_give_a_finite_threshold_that_float32_logits_respect():
+    logits = np.full(6, 0.3, dtype=np.float32)
+    op = youden_threshold([0, 0, 0, 1, 1, 1], logits)
+    assert np.isfinite(op["logit"])
+    decided = logits >= op["logit"]  # float32 comparison, as at inference
+    m = binary_metrics_at([0, 0, 0, 1, 1, 1], decided)
+    assert (m["sensitivity"], m["specificity"]) == (pytest.approx(op["val_sensitivity"]), pytest.approx(op["val_specificity"]))
+
+
+def test_choose_and_errors():
+    op, table = choose(LABELS, LOGITS, "sensitivity", 0.97)
+    assert op == table["sensitivity"] and op is not table["sensitivity"]
+    with pytest.raises(ConfigError, match="both classes"):
+        youden_threshold([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ConfigError, match="threshold.rule"):
+        choose(LABELS, LOGITS, "f1")
+    with pytest.raises(ConfigError):
+        sensitivity_threshold(LABELS, LOGITS, target=1.5)
+
+
+def test_binary_metrics_counts():
+    m = binary_metrics_at([1, 1, 0, 0, 0], [True, False, True, False, False])
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (1, 1, 1, 2)
+    assert m["accuracy"] == pytest.approx(3 / 5) and m["ppv"] == pytest.approx(0.5)
