@@ -99,19 +99,37 @@ def test_onnx_and_torch_predictors_agree(exported, val_originals):
     assert single.threshold == pytest.approx(po.bundle.threshold)
 
 
-def test_export_cli_json(tiny_bundle, data_root, tmp_path):
+def test_export_cli_json_uses_training_manifest(tiny_bundle, small_manifest, tmp_path):
+    """Laid out as training writes it: ``training_data.manifest`` relative to the bundle, no --data."""
     import json
 
     from click.testing import CliRunner
 
+    from pneumo.bundle import update_meta
     from pneumo.cli import main
 
     path = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, path)
-    res = CliRunner().invoke(main, ["export", str(path), "--data", str(data_root), "--n-images", "32", "--json"])
+    shutil.copy(small_manifest, path / "training_manifest.csv")
+    update_meta(path, training_data={"manifest": "training_manifest.csv"})
+    res = CliRunner().invoke(main, ["export", str(path), "--n-images", "32", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["parity"]["n_images"] == 32 and doc["parity"]["max_abs_diff"] <= 1e-4 and doc["int8"] is None
+    assert doc["parity"]["source"].startswith("training manifest")
     assert read_meta(path)["onnx"]["sha256"] == doc["sha256"]
     res = CliRunner().invoke(main, ["export", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "not a model bundle" in res.output
+
+
+def test_int8_refusal_keeps_fp32_and_writes_no_int8(tiny_bundle, data_root, tmp_path, monkeypatch):
+    path = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, path)
+    (path / "model.int8.onnx").write_bytes(b"stale")  # from an earlier export: must not survive a refusal
+    monkeypatch.setattr(ex, "INT8_MAX_AUROC_DROP", -1.0)  # no int8 model can pass this bar
+    with pytest.raises(ConfigError, match=r"int8 model refused: validation AUROC \d\.\d{4} vs fp32 \d\.\d{4}"):
+        ex.export_bundle(path, data=data_root, int8=True, n_images=32)
+    block = read_meta(path)["onnx"]
+    assert block["int8"]["accepted"] is False and "sha256" not in block["int8"]
+    assert (path / "model.onnx").exists() and not (path / "model.int8.onnx").exists()
+    assert not list(path.glob(".*.tmp"))

@@ -129,7 +129,7 @@ def test_page_shows_a_dicom(page, val_originals, tmp_path):
     expect(page.locator("#img-info")).to_contain_text("DICOM", timeout=30_000)
     expect(page.locator("#error")).to_be_hidden()
     assert page.locator("#xray").evaluate("img => img.complete && img.naturalWidth") > 100
-    assert "Doe" not in page.content() and "PID-7731" not in page.content()
+    assert "Secretname" not in page.content() and "PID-7731-XYZZY" not in page.content()
 
 
 @pytest.mark.browser

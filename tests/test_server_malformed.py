@@ -132,12 +132,11 @@ def test_every_malformed_upload_is_a_clear_4xx_with_an_audit_row(served, corpus,
         assert len(message) > 15 and "Traceback" not in message and "<bytes>" not in message, f"{case}: {message}"
         assert body["request_id"] == r.headers["x-request-id"]
         results.append((case, r.status_code, body["error"]["code"], message))
-        if code != "invalid_request":  # refused by FastAPI before the handler runs: nothing to audit
-            with sqlite3.connect(db) as con:
-                row = con.execute(
-                    "SELECT outcome, error_code, probability FROM predictions WHERE request_id = ?", (body["request_id"],)
-                ).fetchone()
-            assert row == ("error", body["error"]["code"], None), f"{case}: audit row {row}"
+        with sqlite3.connect(db) as con:
+            row = con.execute(
+                "SELECT outcome, error_code, probability FROM predictions WHERE request_id = ?", (body["request_id"],)
+            ).fetchone()
+        assert row == ("error", body["error"]["code"], None), f"{case}: audit row {row}"
     assert app.state.unhandled_errors == 0
     assert client.get("/api/v1/health").json()["status"] == "ok"
     assert app.state.gate.active == 0  # every refused request gave its slot back

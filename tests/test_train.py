@@ -132,3 +132,74 @@ def test_normalise_batch_equals_preprocess(small_samples):
     cached, _ = load_or_decode([s], spec, None, workers=1, progress=False)
     ref = torch.from_numpy(preprocess(read_image(s.path)[0], spec))
     assert torch.allclose(normalise_batch(cached, spec)[0], ref, atol=1e-5)
+
+
+def test_cache_file_is_reused_without_decoding(small_samples, tmp_path, monkeypatch):
+    from pneumo.data import PreprocessSpec
+    from pneumo.training import cache
+
+    spec, few = PreprocessSpec(size=32), small_samples[:5]
+    first, shas = cache.load_or_decode(few, spec, tmp_path, workers=1, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 1 and len(shas[0]) == 64
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again despite a valid cache file")
+
+    monkeypatch.setattr(cache, "decode_all", no_decoding)
+    again, shas2 = cache.load_or_decode(few, spec, tmp_path, workers=1, progress=False)
+    assert torch.equal(first, again) and shas == shas2 and first.dtype == torch.uint8
+    with pytest.raises(AssertionError, match="decoded again"):  # another size is another key
+        cache.load_or_decode(few, PreprocessSpec(size=40), tmp_path, workers=1, progress=False)
+
+
+@pytest.mark.slow
+def test_other_optimisers_schedules_sampler_mixup_and_swa(small_manifest, tmp_path):
+    bundle = train(TINY, data=small_manifest, out=tmp_path / "r", progress=False, overrides=[
+        "optim.name=sgd", "optim.lr=0.01", "schedule.name=onecycle", "data.sampler=balanced",
+        "augment.mixup_alpha=0.4", "loss.label_smoothing=0.1", "loss.class_weighting=none", "train.swa=true",
+        "train.swa_epoch_start=1", "threshold.rule=sensitivity", "threshold.target_sensitivity=0.9",
+        "data.cache_file=false"])
+    b = load_bundle(bundle)
+    assert b.meta["operating_point"]["rule"] == "sensitivity"
+    assert b.meta["operating_point"]["val_sensitivity"] >= 0.9
+    assert b.meta["training"]["best_epoch"] is None  # SWA: the averaged final weights, not a best epoch
+    assert b.meta["training"]["pos_weight"] == 1.0
+
+
+def _best_row_auroc(run_dir: Path, epoch: int) -> float:
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    row = next(r.split(",") for r in rows[1:] if int(r.split(",")[0]) == epoch)
+    return float(row[header.index("val_auroc")])
+
+
+def test_bundle_holds_the_best_epoch(tiny_run):
+    """The bundle's val AUROC (sklearn, after reloading the best checkpoint) is the best epoch's (torchmetrics)."""
+    bundle_dir, _, out = tiny_run
+    meta = load_bundle(bundle_dir).meta
+    best = meta["training"]["best_epoch"]
+    aurocs = [float(r.split(",")[7]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert _best_row_auroc(out, best) == pytest.approx(max(aurocs))
+    assert meta["validation_metrics"]["auroc"] == pytest.approx(_best_row_auroc(out, best), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_ema_weights_are_what_is_validated_and_bundled(small_manifest, tmp_path):
+    out = tmp_path / "ema"
+    bundle = train(TINY, data=small_manifest, out=out, progress=False,
+                   overrides=["train.ema_decay=0.9", "data.cache_file=false"])
+    meta = load_bundle(bundle).meta
+    assert meta["validation_metrics"]["auroc"] == pytest.approx(_best_row_auroc(out, meta["training"]["best_epoch"]),
+                                                                abs=1e-4)
+    with pytest.raises(ConfigError, match="exclusive"):
+        train(TINY, data=small_manifest, out=tmp_path / "both", overrides=["train.ema_decay=0.9", "train.swa=true"])
+
+
+def test_same_seed_same_weights(tiny_run, small_manifest, tmp_path):
+    bundle_dir, _, out = tiny_run
+    again = train(TINY, data=small_manifest, out=tmp_path / "again", progress=False,
+                  overrides=[f"data.cache_dir={out.parent / 'cache'}"])
+    assert load_bundle(again).meta["weights_sha256"] == load_bundle(bundle_dir).meta["weights_sha256"]
+    other = train(TINY, data=small_manifest, out=tmp_path / "other", progress=False,
+                  overrides=[f"data.cache_dir={out.parent / 'cache'}", "seed=1"])
+    assert load_bundle(other).meta["weights_sha256"] != load_bundle(bundle_dir).meta["weights_sha256"]

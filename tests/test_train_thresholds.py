@@ -15,12 +15,12 @@ from pneumo.training.thresholds import (
 )
 
 # negatives: -3, -2, -1, 0.5 ; positives: 0.2, 1, 2, 3
-LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-LOGITS = np.array([-3.0, -2.0, -1.0, 0.5, 0.2, 1.0, 2.0, 3.0])
+y_val = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+logits_val = np.array([-3.0, -2.0, -1.0, 0.5, 0.2, 1.0, 2.0, 3.0])
 
 
 def test_youden_picks_max_j_and_reports_what_it_reaches():
-    op = youden_threshold(LABELS, LOGITS)
+    op = youden_threshold(y_val, logits_val)
     # logit >= 1.0: sens 3/4, spec 4/4 (J = .75); logit >= 0.2: sens 1, spec 3/4 (J = .75): tie → higher threshold
     assert op["rule"] == "youden"
     assert op["logit"] == pytest.approx(1.0)
@@ -29,18 +29,18 @@ def test_youden_picks_max_j_and_reports_what_it_reaches():
 
 
 def test_sensitivity_rule_meets_target_with_best_specificity():
-    op = sensitivity_threshold(LABELS, LOGITS, target=1.0)
+    op = sensitivity_threshold(y_val, logits_val, target=1.0)
     assert op["logit"] == pytest.approx(0.2)
     assert (op["val_sensitivity"], op["val_specificity"]) == (pytest.approx(1.0), pytest.approx(0.75))
-    op = sensitivity_threshold(LABELS, LOGITS, target=0.7)
+    op = sensitivity_threshold(y_val, logits_val, target=0.7)
     assert op["logit"] == pytest.approx(1.0) and op["target"] == 0.7
 
 
 def test_thresholds_are_logits_that_reproduce_their_figures():
-    table = all_thresholds(LABELS, LOGITS, 0.97)
+    table = all_thresholds(y_val, logits_val, 0.97)
     assert set(table) == {"youden", "sensitivity", "default"}
     for op in table.values():
-        m = binary_metrics_at(LABELS, LOGITS >= op["logit"])
+        m = binary_metrics_at(y_val, logits_val >= op["logit"])
         assert m["sensitivity"] == pytest.approx(op["val_sensitivity"])
         assert m["specificity"] == pytest.approx(op["val_specificity"])
 
@@ -55,14 +55,14 @@ def test_constant_scores_give_a_finite_threshold_that_float32_logits_respect():
 
 
 def test_choose_and_errors():
-    op, table = choose(LABELS, LOGITS, "sensitivity", 0.97)
+    op, table = choose(y_val, logits_val, "sensitivity", 0.97)
     assert op == table["sensitivity"] and op is not table["sensitivity"]
     with pytest.raises(ConfigError, match="both classes"):
         youden_threshold([1, 1, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ConfigError, match="threshold.rule"):
-        choose(LABELS, LOGITS, "f1")
+        choose(y_val, logits_val, "f1")
     with pytest.raises(ConfigError):
-        sensitivity_threshold(LABELS, LOGITS, target=1.5)
+        sensitivity_threshold(y_val, logits_val, target=1.5)
 
 
 def test_binary_metrics_counts():

@@ -34,11 +34,9 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
     """
     from tqdm import tqdm
 
-    from pneumo.bundle import atomic_write_bytes, load_bundle
+    from pneumo.bundle import load_bundle
     from pneumo.cli.predict import expand_inputs
-    from pneumo.data import preprocess, read_image
-    from pneumo.errors import ImageError, PneumoError
-    from pneumo.explain import explain_pixels, overlay_png, resolve_layer
+    from pneumo.explain import resolve_layer
     from pneumo.inference import Predictor
 
     b = load_bundle(bundle)
@@ -46,31 +44,18 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
     predictor = Predictor(b, backend="torch")
     out.mkdir(parents=True, exist_ok=True)
     rows, checked, used = [], [], set()
-    for path in tqdm(expand_inputs(list(inputs)), unit="img", desc=f"explain ({method})", disable=as_json):
-        row = {"path": path, "overlay": None, "heatmap": None, "probability": None, "decision": None, "error": None}
+    for path in tqdm(expand_inputs(list(inputs)), unit="img", desc=f"explain ({method})", disable=None):
+        row, x = _explain_file(path, b, predictor, method, target, layer, out, used)
         rows.append(row)
-        try:
-            pixels, _ = read_image(path)
-            pred = predictor.predict_pixels(pixels)
-            heat = explain_pixels(b, pixels, method=method, target=target, layer=layer)
-        except PneumoError as exc:
-            row["error"] = str(exc)
-            tqdm.write(f"skipped: {exc}", file=sys.stderr)
-            continue
-        stem = _unique(Path(path).stem, used)
-        caption = (f"P(pneumonia) = {pred.probability:.2f} → {pred.decision} (threshold {pred.threshold:.2f})"
-                   f"   ·   {method}, evidence for {target}   ·   {b.name}")
-        png, npy = out / f"{stem}_{method}.png", out / f"{stem}_{method}.npy"
-        atomic_write_bytes(png, overlay_png(pixels, heat, caption))
-        atomic_write_bytes(npy, _npy_bytes(heat))
-        row.update(overlay=str(png), heatmap=str(npy), probability=round(pred.probability, 4), decision=pred.decision)
-        if len(checked) < check_images:
-            checked.append(preprocess(pixels, b.spec))
+        if x is not None and len(checked) < check_images:
+            checked.append(x)
     n_ok = sum(r["error"] is None for r in rows)
     if n_ok == 0:
+        from pneumo.errors import ImageError
+
         raise ImageError(f"none of the {len(rows)} inputs could be explained")
-    report = {"bundle": str(bundle), "method": method, "target": target, "layer": layer or b.model.cam_layer,
-              "out": str(out), "n_images": n_ok, "n_errors": len(rows) - n_ok, "images": rows}
+    used_layer = None if method == "occlusion" else layer or b.model.cam_layer
+    report = {"bundle": str(bundle), "method": method, "target": target, "layer": used_layer, "out": str(out), "n_images": n_ok, "n_errors": len(rows) - n_ok, "images": rows}
     if sanity:
         from pneumo.explain.sanity import sanity_check
 
@@ -82,6 +67,35 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
     emit_json(report) if as_json else _print_human(report)
     if sanity and not report["sanity"]["passed"]:
         sys.exit(1)
+
+
+def _explain_file(path, b, predictor, method, target, layer, out: Path, used: set[str]):
+    """One input → overlay PNG + heatmap .npy in ``out``; returns its report row and its model input
+    (``1×S×S``, for the checks), or an error row and ``None`` when the file cannot be read."""
+    from tqdm import tqdm
+
+    from pneumo.bundle import atomic_write_bytes
+    from pneumo.data import preprocess, read_image
+    from pneumo.errors import PneumoError
+    from pneumo.explain import explain_pixels, overlay_png
+
+    row = {"path": path, "overlay": None, "heatmap": None, "probability": None, "decision": None, "error": None}
+    try:
+        pixels, _ = read_image(path)
+        pred = predictor.predict_pixels(pixels)
+        heat = explain_pixels(b, pixels, method=method, target=target, layer=layer)
+    except PneumoError as exc:
+        row["error"] = str(exc)
+        tqdm.write(f"skipped: {exc}", file=sys.stderr)
+        return row, None
+    stem = _unique(Path(path).stem, used)
+    caption = (f"P(pneumonia) = {pred.probability:.2f} → {pred.decision} (threshold {pred.threshold:.2f})"
+               f"   ·   {method}, evidence for {target}   ·   {b.name}")
+    png, npy = out / f"{stem}_{method}.png", out / f"{stem}_{method}.npy"
+    atomic_write_bytes(png, overlay_png(pixels, heat, caption))
+    atomic_write_bytes(npy, _npy_bytes(heat))
+    row.update(overlay=str(png), heatmap=str(npy), probability=round(pred.probability, 4), decision=pred.decision)
+    return row, preprocess(pixels, b.spec)
 
 
 def _unique(stem: str, used: set[str]) -> str:

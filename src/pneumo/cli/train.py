@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
 from pathlib import Path
 
 import click
@@ -42,11 +44,13 @@ def train(config, data, out, resume, no_ood, as_json, overrides):
 
     OVERRIDES are key=value pairs, e.g. model.name=densenet121 train.epochs=20.
     """
-    from pneumo.training.rundir import global_rank
     from pneumo.training.run import summary
     from pneumo.training.run import train as run_train
+    from pneumo.training.rundir import global_rank
 
-    bundle = run_train(config, data=data, out=out, resume=resume, overrides=overrides)
+    # Lightning's progress bar writes to stdout; keep stdout for the result (--json stays parseable).
+    with contextlib.redirect_stdout(sys.stderr):
+        bundle = run_train(config, data=data, out=out, resume=resume, overrides=overrides)
     if global_rank() != 0:
         return
     ood = "skipped (--no-ood)" if no_ood else _fit_ood(bundle, bundle.parent)

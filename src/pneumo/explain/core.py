@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from pneumo.data.preprocess import PreprocessSpec, preprocess
@@ -29,15 +30,21 @@ TARGETS = ("normal", "pneumonia")  # index = MONAI class_idx of the two-column w
 
 class TwoClass(nn.Module):
     """``B`` pneumonia logits ``z`` → ``B×2`` scores ``[-z, z]``: MONAI's ``class_idx`` 0 explains
-    NORMAL (the negated logit), 1 explains PNEUMONIA."""
+    NORMAL (the negated logit), 1 explains PNEUMONIA.
 
-    def __init__(self, net: nn.Module):
+    ``centred``: return ``s - s.detach()`` — value 0, same gradient. Grad-CAM(++) only needs the
+    gradient, and MONAI's Grad-CAM++ multiplies by ``exp(score)``, a per-image constant that would
+    overflow float32 for a logit above ~88 and turn the map into NaN."""
+
+    def __init__(self, net: nn.Module, centred: bool = False):
         super().__init__()
         self.net = net
+        self.centred = centred
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.net(x).reshape(x.shape[0])
-        return torch.stack([-z, z], 1)
+        s = torch.stack([-z, z], 1)
+        return s - s.detach() if self.centred else s
 
 
 def _check(method: str, target: str) -> None:
@@ -59,7 +66,7 @@ def resolve_layer(model: nn.Module, layer: str | None) -> str:
     return name
 
 
-def _private_copy(model: nn.Module) -> TwoClass:
+def _private_copy(model: nn.Module, centred: bool = False) -> TwoClass:
     """Eval-mode deep copy with every ``inplace`` op disabled (full backward hooks reject them)."""
     net = copy.deepcopy(model).eval()
     for m in net.modules():
@@ -67,7 +74,7 @@ def _private_copy(model: nn.Module) -> TwoClass:
             m.inplace = False
     for p in net.parameters():
         p.requires_grad_(True)
-    return TwoClass(net).eval()
+    return TwoClass(net, centred).eval()
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -96,8 +103,9 @@ def explain_tensor(
     name = resolve_layer(model, layer) if method != "occlusion" else None
     class_idx = TARGETS.index(target)
     with torch.inference_mode(False), torch.enable_grad():
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).clone().reshape(1, 1, *np.shape(x)[-2:])
-        wrapped = _private_copy(model)
+        device = next(model.parameters()).device
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device).clone().reshape(1, 1, *np.shape(x)[-2:])
+        wrapped = _private_copy(model, centred=method != "occlusion")
         if method == "occlusion":
             return _occlusion(wrapped, xt, class_idx, occlusion_mask)
         from monai.visualize import GradCAM, GradCAMpp
@@ -107,7 +115,7 @@ def explain_tensor(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # MONAI warns on the inplace flags it flips
             out = cam(xt, class_idx=class_idx)
-    return out.detach().reshape(xt.shape[-2:]).float().numpy()
+    return out.detach().reshape(xt.shape[-2:]).float().cpu().numpy()
 
 
 def _occlusion(wrapped: TwoClass, x: torch.Tensor, class_idx: int, mask: int | None) -> np.ndarray:
@@ -122,7 +130,9 @@ def _occlusion(wrapped: TwoClass, x: torch.Tensor, class_idx: int, mask: int | N
         warnings.simplefilter("ignore", UserWarning)  # MONAI's indexing deprecation notices
         base = float(wrapped(x)[0, class_idx])
         occ_map, _ = occ(x)  # 1×2×S×S: the two scores with the patch centred at each pixel masked
-    return np.clip(base - occ_map[0, class_idx].float().numpy(), 0.0, None)
+    drop = np.clip(base - occ_map[0, class_idx].float().cpu().numpy(), 0.0, None)
+    # the map is only resolved to the window stride (mask/2): smooth away the stride's block edges
+    return gaussian_filter(drop, sigma=mask / 4).astype(np.float32)
 
 
 def to_original(heatmap: np.ndarray, shape: tuple[int, int], spec: PreprocessSpec) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 
 import matplotlib
 
@@ -39,15 +40,20 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, caption: str, alpha: fl
     _check_pair(pixels, heatmap)
     img, hm = _fit(np.asarray(pixels)), np.clip(_fit(np.asarray(heatmap)), 0.0, 1.0)
     h, w = img.shape
-    dpi = 100
-    fig = plt.figure(figsize=(w / dpi + 1.3, h / dpi + 0.7), dpi=dpi)
-    ax = fig.add_axes((0.2 / (w / dpi + 1.3), 0.6 / (h / dpi + 0.7), (w / dpi) / (w / dpi + 1.3), (h / dpi) / (h / dpi + 0.7)))
+    dpi, left, right, top = 100, 20, 110, 10  # margins in pixels (right: the colour bar and its label)
+    fontsize = max(9, min(14, w // 60))
+    fig_w = w + left + right
+    lines = textwrap.wrap(caption, width=max(20, int(fig_w / (0.62 * fontsize * dpi / 72)))) or [""]
+    bottom = int(len(lines) * fontsize * 1.5 * dpi / 72) + 16
+    fig_h = h + top + bottom
+    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
     shown = ax.imshow(hm, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=float(alpha), interpolation="bilinear")
     ax.set_axis_off()
-    cax = fig.add_axes((ax.get_position().x1 + 0.01, ax.get_position().y0, 0.02, ax.get_position().height))
+    cax = fig.add_axes(((left + w + 8) / fig_w, bottom / fig_h, 14 / fig_w, h / fig_h))
     fig.colorbar(shown, cax=cax, label="relative importance")
-    fig.text(0.5, 0.25 / (h / dpi + 0.7), caption, ha="center", va="center", fontsize=max(9, min(14, w // 60)))
+    fig.text(0.5, (bottom / 2) / fig_h, "\n".join(lines), ha="center", va="center", fontsize=fontsize, linespacing=1.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

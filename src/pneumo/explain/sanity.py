@@ -52,10 +52,7 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
     A constant map carries no ranking, so its correlation counts as 0 (no agreement)."""
     a, b = _normalise(a), _normalise(b)
-    if a.std() == 0 or b.std() == 0:
-        rho = 0.0
-    else:
-        rho = float(spearmanr(a.ravel(), b.ravel())[0])
+    rho = 0.0 if a.std() == 0 or b.std() == 0 else float(spearmanr(a.ravel(), b.ravel())[0])
     ssim = float(structural_similarity(a, b, data_range=1.0))
     return rho, ssim
 

@@ -6,7 +6,7 @@
   (median over repeats).
 - **FLOPs/image** from :func:`pneumo.models.flops.count_flops` (multiply-add = 2 FLOPs, convs and
   matmuls only), and achieved FLOP/s (FLOPs × best images/s) as a fraction of this CPU's measured
-  peak: the best rate of a float32 ``torch.mm`` (256–1024²) on the same number of threads.
+  peak: the best float32 ``torch.mm`` rate (256–1024²), at least threads × the one-thread rate.
 
 Backends: ``torch``, ``onnx`` (fp32, the bundle's ``model.onnx``) and ``onnx-int8``
 (``model.int8.onnx``). Missing ONNX files are produced in a temporary folder for timing only (no
@@ -31,18 +31,25 @@ from pneumo.inference.predictor import Predictor
 
 
 def measure_peak_flops(threads: int, sizes: tuple[int, ...] = (256, 512, 1024), repeats: int = 10) -> float:
-    """Best float32 ``torch.mm`` FLOP/s on ``threads`` threads over a few sizes: the practical CPU peak.
+    """This CPU's practical float32 peak on ``threads`` threads, from ``torch.mm``.
 
-    Several sizes because on a shared machine the large ones become memory-bound (neighbours evict
-    the cache), while 256–512² stays in cache and shows what the FMA units can do; the best (not the
-    median) run is taken because any slower run measures the neighbours, not the CPU.
+    Best run over a few sizes (on a shared machine large matmuls turn memory-bound as neighbours evict
+    the cache; 256–512² stays in cache and shows what the FMA units can do), and at least ``threads`` ×
+    the single-thread figure (multi-threaded BLAS collapses when the cores are oversubscribed, which
+    would make any model look faster than "peak"). The restored thread count is ``threads``.
     """
+    def best(n_threads: int) -> float:
+        torch.set_num_threads(n_threads)
+        out = 0.0
+        for size in sizes:
+            a, b = torch.randn(size, size), torch.randn(size, size)
+            out = max(out, 2 * size**3 / min(_timings(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=2)))
+        return out
+
+    single = best(1)
+    peak = max(best(threads), threads * single) if threads > 1 else single
     torch.set_num_threads(threads)
-    best = 0.0
-    for size in sizes:
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        best = max(best, 2 * size**3 / min(_timings(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=2)))
-    return best
+    return peak
 
 
 def _timings(fn: Callable[[], object], n: int, warmup: int = 3) -> list[float]:
@@ -131,6 +138,7 @@ def bench_bundle(
         jpeg = sample_jpeg(tmp, data)
         calib = np.stack([preprocess(read_image(jpeg)[0], bundle.spec)] * 8)
         fp32, int8 = _ensure_onnx(bundle, tmp, calib)
+        read_t = np.array(_timings(lambda: preprocess(read_image(jpeg)[0], bundle.spec), n)) * 1000
         for name, kwargs in (("torch", {"backend": "torch"}), ("onnx", {"onnx": fp32}), ("onnx-int8", {"onnx": int8})):
             pred = _predictor(bundle, threads, **kwargs)
             row = {"latency": latency_ms(pred, jpeg, n), "throughput": {}}
@@ -148,6 +156,7 @@ def bench_bundle(
         "flops_per_image": flops,
         "peak_gflops": peak / 1e9,
         "jpeg": str(jpeg),
+        "read_preprocess_ms": {"median_ms": float(np.median(read_t)), "p95_ms": float(np.percentile(read_t, 95))},
         "backends": rows,
     }
 
@@ -162,6 +171,8 @@ def format_table(result: dict) -> str:
     """One plain-text table for a :func:`bench_bundle` result."""
     head = (f"{result['architecture']} @ {result['input_size']}px — {result['flops_per_image'] / 1e9:.3f} GFLOP/image, "
             f"{result['threads']} threads, peak {result['peak_gflops']:.1f} GFLOP/s (best fp32 matmul)")
+    rp = result["read_preprocess_ms"]
+    head += f"\nread+preprocess of the JPEG alone: median {rp['median_ms']:.2f} ms, p95 {rp['p95_ms']:.2f} ms"
     lines = [head, f"{'backend':<10} {'lat med ms':>10} {'lat p95 ms':>10} {'img/s b32':>10} {'img/s b64':>10} "
              f"{'GFLOP/s':>8} {'% peak':>7}"]
     for name, r in result["backends"].items():

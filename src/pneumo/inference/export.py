@@ -79,10 +79,19 @@ def export_onnx_file(model: nn.Module, size: int, path: Path, opset: int = OPSET
     return "dynamo"
 
 
+def bundle_manifest(bundle: Bundle) -> Path | None:
+    """``training_data.manifest`` as a path (relative ones are relative to the bundle), if recorded."""
+    m = (bundle.meta.get("training_data") or {}).get("manifest")
+    if not m:
+        return None
+    p = Path(m)
+    return p if p.is_absolute() else bundle.path / p
+
+
 def validation_samples(bundle: Bundle, data: str | Path | None, n: int) -> tuple[list[Sample], str]:
     """≥32 labelled real images to check against: the bundle's own validation split (from its training
     manifest) when readable, else ``data``'s val split, topped up from its other splits if too few."""
-    manifest = (bundle.meta.get("training_data") or {}).get("manifest")
+    manifest = bundle_manifest(bundle)
     index, source = None, ""
     if manifest:
         try:
@@ -240,7 +249,7 @@ def static_quantise(fp32: Path, out: Path, calib: np.ndarray) -> None:
 
 def _calibration_batch(bundle: Bundle, data: str | Path | None, exclude: set[str], n: int = 64) -> np.ndarray:
     """Up to ``n`` training images (never the validation ones) for activation ranges."""
-    manifest = (bundle.meta.get("training_data") or {}).get("manifest")
+    manifest = bundle_manifest(bundle)
     index = None
     for src in (manifest, data):
         if src:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from pneumo.bundle import Bundle, load_bundle, sha256_file, update_meta
+from pneumo.bundle import Bundle, load_bundle, read_meta, sha256_file, update_meta
 from pneumo.data.discover import Sample
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess, resize_image
@@ -119,7 +119,7 @@ class OODDetector:
     def load(cls, bundle: Bundle | str | Path) -> OODDetector | None:
         """The bundle's detector, or ``None`` if it has none (``ood.fitted`` false or no file)."""
         path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
-        meta = bundle.meta if isinstance(bundle, Bundle) else _read_meta(path)
+        meta = bundle.meta if isinstance(bundle, Bundle) else read_meta(path)
         block = meta.get("ood") or {}
         f = path / OOD_FILE
         if not block.get("fitted") or not f.exists():
@@ -145,12 +145,6 @@ class OODDetector:
                 "img_scale": np.array([self.image.scale]),
             }
         return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-def _read_meta(path: Path) -> dict:
-    from pneumo.bundle import read_meta
-
-    return read_meta(path)
 
 
 def embed_and_stats(

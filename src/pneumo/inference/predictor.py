@@ -128,6 +128,8 @@ class Predictor:
 
     def predict_batch(self, pixels: Sequence[np.ndarray]) -> list[Prediction]:
         """Several ``read_image`` arrays (any sizes) → one :class:`Prediction` each, one forward pass."""
+        if len(pixels) == 0:
+            return []
         batch = np.stack([preprocess(p, self.spec) for p in pixels])
         if self.ood_detector is None:
             return [self._prediction(float(v)) for v in self.logits(batch)]

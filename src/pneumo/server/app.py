@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pneumo import __version__
@@ -110,12 +111,22 @@ def _install_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()))
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        if request.url.path == "/api/v1/predict" and getattr(app.state, "audit", None) is not None:
+            from pneumo.server.audit_store import AuditRow  # every predict request is audited, even these
+
+            row = AuditRow(request_id=request_id(request), outcome="error", error_code="invalid_request")
+            await run_in_threadpool(app.state.audit.record, row)
         return JSONResponse(error_body(request, "invalid_request", "; ".join(parts) or "invalid request"), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(request, code, str(exc.detail)), exc.status_code, headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"Nothing at {request.url.path}. The page is at /, the API under /api/v1 (see /docs)."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path} (see /docs)."
+        return JSONResponse(error_body(request, code, message), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception):
@@ -156,6 +167,7 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
     app.state.settings = settings
     app.state.gate = Gate(settings.queue)
     app.state.engine = None
+    app.state.audit = None
     app.state.unhandled_errors = 0
     app.state.started = time.monotonic()
     app.add_middleware(RequestIdMiddleware)

@@ -70,7 +70,7 @@ class AuditRow:
     error_code: str | None = None
 
 
-COLUMNS = [f.name for f in fields(AuditRow)]
+COLUMNS = ["time", *(f.name for f in fields(AuditRow) if f.name != "time")]
 
 
 class AuditStore:

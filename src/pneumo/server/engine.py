@@ -82,9 +82,12 @@ class Engine:
         return float(det.threshold) if det is not None else None
 
     # -- one image ---------------------------------------------------------------------------
-    def analyse(self, data: bytes, *, heatmap: bool, display: bool) -> Analysis:
-        """Uploaded bytes → :class:`Analysis`. Raises :class:`ImageError` for unreadable input."""
-        pixels, meta = read_image(data, max_pixels=self.settings.max_pixels)
+    def analyse(self, data: bytes, *, heatmap: bool, display: bool, frame: int | None = None) -> Analysis:
+        """Uploaded bytes → :class:`Analysis`. Raises :class:`ImageError` for unreadable input.
+
+        ``frame`` picks one frame of a multi-frame DICOM (such files are refused without it).
+        """
+        pixels, meta = read_image(data, max_pixels=self.settings.max_pixels, frame=frame)
         if min(meta.width, meta.height) < self.settings.min_side:
             raise ImageError(
                 f"The image is only {meta.width}×{meta.height} pixels; a chest X-ray needs at least "

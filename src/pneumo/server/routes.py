@@ -122,6 +122,7 @@ async def predict(
     request: Request,
     heatmap: bool = Query(False, description="Also return a Grad-CAM heatmap layer (RGBA PNG, base64)."),
     display: bool = Query(False, description="Also return a display PNG of the image (for DICOM)."),
+    frame: int | None = Query(None, ge=0, description="Which frame of a multi-frame DICOM to read."),
 ) -> PredictResponse:
     rid, t0 = request_id(request), time.perf_counter()
     gate, engine = request.app.state.gate, request.app.state.engine
@@ -140,7 +141,7 @@ async def predict(
         check_kind(data, ctype, filename)
         loop = asyncio.get_running_loop()
         result: Analysis = await loop.run_in_executor(
-            engine.executor, lambda: engine.analyse(data, heatmap=heatmap, display=display)
+            engine.executor, lambda: engine.analyse(data, heatmap=heatmap, display=display, frame=frame)
         )
         response = _response(engine, result, rid, t0)
         _fill_row(row, response)

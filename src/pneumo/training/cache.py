@@ -10,6 +10,7 @@ plus the resize rule and size, so later runs never decode a JPEG again; it is wr
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing as mp
 from collections.abc import Sequence
@@ -99,8 +100,6 @@ def load_or_decode(
 
 
 def _write_cache(arr: np.ndarray, shas: list[str], arr_path: Path, sha_path: Path) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     atomic_write_bytes(arr_path, buf.getvalue())

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from pneumo.bundle import atomic_write_bytes
 
@@ -68,6 +69,7 @@ def plot_curves(metrics_csv: Path, out_png: Path, best_epoch: int | None = None)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     def col(name: str) -> list[float]:
         return [float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows]
@@ -80,6 +82,7 @@ def plot_curves(metrics_csv: Path, out_png: Path, best_epoch: int | None = None)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1, label="best epoch")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(what)
         ax.grid(alpha=0.3)
     axes[0].legend()
@@ -89,3 +92,19 @@ def plot_curves(metrics_csv: Path, out_png: Path, best_epoch: int | None = None)
     plt.close(fig)
     atomic_write_bytes(out_png, buf.getvalue())
     return out_png
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file *in the same folder*, fsynced, then renamed.
+
+    Lightning's own ``_atomic_save`` goes through an fsspec transaction whose temp file lives in the
+    system temp dir; when that is another filesystem the final move is a copy, which a kill can cut
+    short. A same-folder rename cannot.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(Path(path), buf.getvalue())

@@ -63,6 +63,7 @@ DEFAULTS: dict = {
         "swa": False,
         "swa_lr": None,
         "swa_epoch_start": 0.75,
+        "ema_decay": 0.0,
         "deterministic": True,
         "precision": "32",
         "channels_last": False,
@@ -117,6 +118,7 @@ RANGES = {
     "train.threads": (1, 256, True, False),
     "train.swa_lr": (0.0, 10.0, False, True),
     "train.swa_epoch_start": (0.0, None, False, True),
+    "train.ema_decay": (0.0, 1.0, False, False),
     "threshold.target_sensitivity": (0.0, 1.0, False, True),
 }
 BOOLS = ("data.cache_file", "augment.enabled", "augment.hflip", "train.swa", "train.deterministic", "train.log_indices",
@@ -197,6 +199,10 @@ def validate(cfg: DictConfig) -> None:
     freeze = cfg.model.freeze
     if not isinstance(freeze, str) or not (freeze in ("none", "backbone") or freeze.startswith("until:")):
         raise ConfigError(f"model.freeze must be none, backbone or until:<layer>, got {freeze!r}")
+    if cfg.train.swa and cfg.train.ema_decay:
+        raise ConfigError("train.swa and train.ema_decay are exclusive: average weights one way or the other")
+    if cfg.train.ema_decay >= 1.0:
+        raise ConfigError(f"train.ema_decay must be a number in [0, 1) (0 = off), got {cfg.train.ema_decay!r}")
     gamma = cfg.augment.gamma
     if gamma is not None and (
         len(gamma) != 2 or not all(isinstance(g, int | float) for g in gamma) or not 0 < gamma[0] <= gamma[1]

@@ -20,12 +20,13 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
+from pneumo.bundle import sha256_file
 from pneumo.data import PreprocessSpec, Sample, load_dataset, resolve_data
 from pneumo.errors import ConfigError
 from pneumo.models import build_model
 from pneumo.training import rundir as rd
 from pneumo.training.cache import load_or_decode
-from pneumo.training.callbacks import MetricsCSV, plot_curves
+from pneumo.training.callbacks import AtomicCheckpointIO, MetricsCSV, plot_curves
 from pneumo.training.config import load_config, save_config, to_container
 from pneumo.training.datamodule import XrayDataModule, make_splits
 from pneumo.training.finalize import build_bundle, load_checkpoint_weights
@@ -96,7 +97,8 @@ def _distributed() -> dict:
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback], n_batches: int) -> L.Trainer:
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / rd.CHECKPOINTS, filename="best-{epoch:03d}", monitor="val/auroc",
-                              mode="max", save_top_k=1, save_last=True)
+                              mode="max", save_top_k=1, save_last=True,
+                              save_on_train_epoch_end=True)  # a completed epoch: --resume starts the next
     cbs: list[L.Callback] = [
         ckpt_cb,
         MetricsCSV(run_dir / rd.METRICS),
@@ -110,12 +112,19 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback], n_
 
         cbs.append(StochasticWeightAveraging(swa_lrs=cfg.train.swa_lr or cfg.optim.lr,
                                              swa_epoch_start=cfg.train.swa_epoch_start))
+    if cfg.train.ema_decay:
+        from lightning.pytorch.callbacks import WeightAveraging
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        # validation, checkpoints (hence the best epoch) and the bundle all see the EMA weights
+        cbs.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay)))
     max_time = timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None
     return L.Trainer(
         accelerator="cpu", max_epochs=cfg.train.epochs, max_time=max_time, callbacks=[*cbs, *callbacks],
         logger=TensorBoardLogger(str(run_dir), name="tb", version=""), default_root_dir=str(run_dir),
         gradient_clip_val=cfg.train.grad_clip or None, deterministic=cfg.train.deterministic,
-        precision=cfg.train.precision, num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, n_batches)), enable_model_summary=False,
+        precision=cfg.train.precision, plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, n_batches)), enable_model_summary=False,
         **_distributed(),
     )
 
@@ -132,53 +141,72 @@ def train(
 ) -> Path:
     """Train per ``config`` on ``data`` into ``out`` (or continue ``resume``); returns the bundle path.
 
-    Under DDP every rank returns the same path; only rank 0 writes it.
+    ``overrides`` are ``key=value`` strings applied on top of the config (or of the saved config when
+    resuming). Under DDP every rank returns the same path; only rank 0 writes it.
     """
     t0 = time.perf_counter()
     cfg, run_dir, data_path, ckpt = _prepare_run(config, data, out, resume, overrides)
-    rank0 = rd.global_rank() == 0
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    elif int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
-    index = load_dataset(data_path)
-    splits = make_splits(index, cfg.data.val_fraction, cfg.seed, cfg.data.limit)
+    _set_threads(cfg)
+    splits = make_splits(load_dataset(data_path), cfg.data.val_fraction, cfg.seed, cfg.data.limit)
     spec = PreprocessSpec.from_dict(to_container(cfg.data.preprocess))
+    rank0 = rd.global_rank() == 0
     (tx, ty), (vx, vy), (ox, oy), sha_of = _load_tensors(splits, spec, cfg, progress and rank0)
     train_s = [replace(s, sha256=sha_of[str(s.path)]) for s in splits.train]
     val_s = [replace(s, sha256=sha_of[str(s.path)]) for s in splits.val]
     if rank0:
         save_config(cfg, run_dir / rd.CONFIG)
         rd.start_session(run_dir, data_path, resumed=ckpt is not None)
-        manifest, fingerprint = rd.write_split_manifest(run_dir, train_s, val_s)
-    n_pos, n_neg = int(ty.sum()), int(len(ty) - ty.sum())
-    pos_weight = n_neg / max(n_pos, 1) if cfg.loss.class_weighting == "balanced" else 1.0
-    container = to_container(cfg)
-    module = PneumoModule(_build_model(cfg), container, pos_weight,
+        rd.write_split_manifest(run_dir, train_s, val_s)
+    n_pos = int(ty.sum())
+    pos_weight = (len(ty) - n_pos) / max(n_pos, 1) if cfg.loss.class_weighting == "balanced" else 1.0
+    module = PneumoModule(_build_model(cfg), to_container(cfg), pos_weight,
                           index_log_dir=str(run_dir) if cfg.train.log_indices else None)
     dm = XrayDataModule(tx, ty, vx, vy, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.data.sampler, cfg.seed)
     trainer = _trainer(cfg, run_dir, callbacks, max(1, len(ty) // cfg.train.batch_size))
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-    bundle_dir = run_dir / rd.BUNDLE
-    if not trainer.is_global_zero:
-        return bundle_dir
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
+        if not trainer.interrupted:
+            raise
+        print(f"\nstopped: continue with  pneumo train --resume {run_dir}", file=sys.stderr)
+        raise KeyboardInterrupt from None
+    if trainer.is_global_zero:
+        _finish(trainer, module, cfg, run_dir, t0, splits.how, data_path, (vx, vy), (ox, oy))
+    return run_dir / rd.BUNDLE
+
+
+def _set_threads(cfg: DictConfig) -> None:
+    """Honour ``train.threads``; under torchrun share the cores between the local ranks."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    elif local > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+def _finish(trainer, module, cfg, run_dir: Path, t0: float, split_method: str, data_path: Path, val, official):
+    """Rank 0 after fitting: best weights, curves, run record, then the bundle."""
     best = trainer.checkpoint_callback.best_model_path
     best_epoch = None if cfg.train.swa or not best else load_checkpoint_weights(module.model, Path(best))
-    wall = time.perf_counter() - t0
-    record = rd.end_session(run_dir, wall, epochs=trainer.current_epoch, best_epoch=best_epoch)
+    record = rd.end_session(run_dir, time.perf_counter() - t0, epochs=trainer.current_epoch, best_epoch=best_epoch)
     plot_curves(run_dir / rd.METRICS, run_dir / rd.CURVES, best_epoch)
-    training = {"config": container, "wall_time_s": record["wall_time_s"], "epochs": trainer.current_epoch,
+    manifest = run_dir / rd.MANIFEST
+    index = load_dataset(manifest)
+    train_s, val_s = index.select("train"), index.select("val")
+    n_pos = sum(s.label for s in train_s)
+    training = {"config": to_container(cfg), "wall_time_s": record["wall_time_s"], "epochs": trainer.current_epoch,
                 "best_epoch": best_epoch, "git_commit": record.get("git", {}).get("commit"),
-                "git_dirty": record.get("git", {}).get("dirty"), "split_method": splits.how,
-                "pos_weight": pos_weight, "run_dir": str(run_dir.resolve())}
-    training_data = {"fingerprint": fingerprint, "n_images": len(train_s), "n_val": len(val_s),
-                     "n_normal": n_neg, "n_pneumonia": n_pos, "source": str(data_path)}
-    build_bundle(model=module.model, cfg=container, spec=spec, out=bundle_dir, val_x=vx, val_y=vy.numpy(),
-                 official_x=ox if len(ox) else None, official_y=oy.numpy() if len(oy) else None,
-                 training_data=training_data, training=training, manifest=manifest, split_method=splits.how)
-    return bundle_dir
+                "git_dirty": record.get("git", {}).get("dirty"), "split_method": split_method,
+                "pos_weight": float(module.pos_weight), "run_dir": str(run_dir.resolve())}
+    training_data = {"fingerprint": sha256_file(manifest), "n_images": len(train_s), "n_val": len(val_s),
+                     "n_normal": len(train_s) - n_pos, "n_pneumonia": n_pos, "source": str(data_path)}
+    (vx, vy), (ox, oy) = val, official
+    build_bundle(model=module.model, cfg=to_container(cfg), spec=module.spec, out=run_dir / rd.BUNDLE,
+                 val_x=vx, val_y=vy.numpy(), official_x=ox if len(ox) else None,
+                 official_y=oy.numpy() if len(oy) else None, training_data=training_data, training=training,
+                 manifest=manifest, split_method=split_method)
 
 
 def summary(bundle_dir: Path) -> dict:
