@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup lint browser clean
+.PHONY: run test setup lint browser clean model
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: setup
 
 test: setup browser lint
 	$(BIN)/python -m pytest -q
+
+# Train and package the shipped model models/default/ (≤ 30 min on 2 cores): see scripts/build-default-model.sh.
+model: setup
+	scripts/build-default-model.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

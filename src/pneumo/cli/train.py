@@ -36,14 +36,19 @@ def _fit_ood(bundle_dir: Path, run_dir: Path) -> str:
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its last epoch checkpoint.")
 @click.option("--no-ood", is_flag=True, help="Do not fit the out-of-distribution detector into the bundle.")
+@click.option("--cv", "cv", type=click.IntRange(min=2), default=None,
+              help="Patient-grouped K-fold cross-validation of the recipe instead of one run (writes OUT/cv.json).")
 @json_option
 @click.argument("overrides", nargs=-1)
 @run_safely
-def train(config, data, out, resume, no_ood, as_json, overrides):
+def train(config, data, out, resume, no_ood, cv, as_json, overrides):
     """Train a model from a YAML config into runs/NAME/bundle.
 
     OVERRIDES are key=value pairs, e.g. model.name=densenet121 train.epochs=20.
     """
+    if cv is not None:
+        _cross_validate(config, data, out, cv, as_json, overrides)
+        return
     from pneumo.training.run import summary
     from pneumo.training.run import train as run_train
     from pneumo.training.rundir import global_rank
@@ -63,3 +68,18 @@ def train(config, data, out, resume, no_ood, as_json, overrides):
                 "val_specificity", "official_val_auroc", "ood"):
         value = result[key]
         click.echo(f"  {key:22s} {value:.4f}" if isinstance(value, float) else f"  {key:22s} {value}")
+
+
+def _cross_validate(config, data, out, k: int, as_json: bool, overrides) -> None:
+    from pneumo.errors import ConfigError
+    from pneumo.training.cv import cross_validate, format_table
+
+    if config is None:
+        raise ConfigError("--cv needs --config CONFIG.yaml")
+    out = out or Path("runs") / f"cv-{Path(config).stem}"
+    with contextlib.redirect_stdout(sys.stderr):
+        report = cross_validate(config, data=data, out=out, k=k, overrides=overrides)
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"{k}-fold patient-grouped CV: {out}/cv.json\n{format_table(report)}")

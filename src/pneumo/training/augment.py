@@ -4,6 +4,10 @@ The parameters mirror MONAI's ``RandAffine`` (rotate/translate/scale/shear range
 ``RandScaleIntensity``, ``RandShiftIntensity``, ``RandAdjustContrast`` (gamma), ``RandFlip`` and
 ``RandGaussianNoise``, but act on a whole ``B×1×S×S`` batch at once: per-image MONAI array
 transforms cost about as much as the model itself on a 2-core CPU, one ``grid_sample`` does not.
+Sharpness and resolution jitter (``blur_sigma``/``sharpen``/``downscale``, as MONAI's
+``RandGaussianSmooth``/``RandGaussianSharpen`` and a down-then-up resample) keep the model from
+depending on the exact resampler and JPEG softness of the shared 224 px training copies: images
+at inference are originals of 340–2,750 px, resized by pneumo's own antialiased bilinear.
 Mixup lives in the LightningModule because it also mixes labels.
 """
 
@@ -23,6 +27,12 @@ class AugmentSpec:
     ``translate`` is a fraction of the image side; ``scale`` a relative zoom (0.1 → 0.9..1.1);
     ``shear`` a shear factor; ``intensity_scale``/``intensity_shift`` act as ``x·(1+f) + o``;
     ``gamma`` is a ``(low, high)`` range for ``x ** γ`` (log-uniform) or ``None``.
+    ``aspect`` stretches one axis against the other by ``exp(U(−aspect, aspect))`` (originals are
+    stretched to a square whatever their aspect ratio, which differs between the classes).
+    With probability ``degrade_prob`` an image is blurred (Gaussian σ ~ U(0, ``blur_sigma``) px) or
+    sharpened (unsharp mask, amount ~ U(0, ``sharpen``)), each half the time when both are on; and,
+    independently with the same probability, resampled down to a factor ~ U(``downscale``, 1) of its
+    side and back up (one factor per batch). 0 switches each off.
     """
 
     enabled: bool = True
@@ -35,10 +45,15 @@ class AugmentSpec:
     intensity_shift: float = 0.05
     gamma: tuple[float, float] | None = (0.8, 1.25)
     noise_std: float = 0.0
+    aspect: float = 0.0
+    blur_sigma: float = 0.0
+    sharpen: float = 0.0
+    downscale: float = 0.0
+    degrade_prob: float = 0.5
 
     @classmethod
     def from_config(cls, cfg) -> AugmentSpec:
-        d = {k: cfg[k] for k in cls.__dataclass_fields__}
+        d = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         d["gamma"] = tuple(float(g) for g in d["gamma"]) if d["gamma"] is not None else None
         return cls(**d)
 
@@ -58,6 +73,9 @@ def affine_matrices(n: int, spec: AugmentSpec, gen: torch.Generator | None = Non
     sh = torch.eye(2).repeat(n, 1, 1)
     sh[:, 0, 1] = shear
     lin = rot @ sh / zoom[:, None, None]
+    if spec.aspect:
+        r = torch.exp(_uniform(n, spec.aspect, gen))
+        lin = lin * torch.stack([r.sqrt(), 1.0 / r.sqrt()], -1)[:, None, :]
     if spec.hflip:
         flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
         lin[:, :, 0] *= flip[:, None]
@@ -69,10 +87,14 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | Non
     if not spec.enabled or x.shape[0] == 0:
         return x
     n = x.shape[0]
-    if spec.rotate_deg or spec.translate or spec.scale or spec.shear or spec.hflip:
+    if spec.rotate_deg or spec.translate or spec.scale or spec.shear or spec.hflip or spec.aspect:
         theta = affine_matrices(n, spec, gen).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if spec.blur_sigma or spec.sharpen:
+        x = sharpness_jitter(x, spec, gen)
+    if spec.downscale:
+        x = resolution_jitter(x, spec, gen)
     if spec.intensity_scale:
         x = x * (1.0 + _uniform(n, spec.intensity_scale, gen)).view(n, 1, 1, 1)
     if spec.intensity_shift:
@@ -85,6 +107,53 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | Non
     if spec.noise_std:
         x = (x + torch.randn(x.shape, generator=gen) * spec.noise_std).clamp(0.0, 1.0)
     return x
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``B×1×H×W`` blurred per image by ``sigma`` (``B`` px; 0 = unchanged), separable, reflect-padded."""
+    n = x.shape[0]
+    radius = max(1, math.ceil(3.0 * float(sigma.max())))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    s = sigma.to(x.dtype).clamp(min=1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None, :] / s) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # B×K; σ≈0 gives a unit impulse
+    y = F.pad(x.transpose(0, 1), (radius, radius, radius, radius), mode="reflect")  # 1×B×H'×W'
+    y = F.conv2d(y, k.view(n, 1, 1, -1), groups=n)
+    y = F.conv2d(y, k.view(n, 1, -1, 1), groups=n)
+    return y.transpose(0, 1)
+
+
+def sharpness_jitter(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Blur or unsharp-mask a random subset of the batch: ``x + a·(x − G_σ x)`` with ``a = −1`` to blur."""
+    n = x.shape[0]
+    hit = torch.rand(n, generator=gen) < spec.degrade_prob
+    u = torch.rand(n, generator=gen)
+    if spec.blur_sigma and spec.sharpen:
+        blur = torch.rand(n, generator=gen) < 0.5
+    else:
+        blur = torch.full((n,), bool(spec.blur_sigma))
+    sigma = torch.where(blur, u * spec.blur_sigma, torch.ones(n))
+    amount = torch.where(blur, -torch.ones(n), u * spec.sharpen)
+    amount = torch.where(hit, amount, torch.zeros(n)).to(x.dtype)
+    if not bool(hit.any()):
+        return x
+    y = x + amount.view(n, 1, 1, 1) * (x - gaussian_blur(x, torch.where(hit, sigma, torch.zeros(n))))
+    return y.clamp(0.0, 1.0)
+
+
+def resolution_jitter(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Resample a random subset of the batch down to ``f``×side (antialiased) and back up, ``f ~ U(downscale, 1)``."""
+    n, size = x.shape[0], x.shape[-2:]
+    hit = torch.rand(n, generator=gen) < spec.degrade_prob
+    if not bool(hit.any()):
+        return x
+    f = spec.downscale + float(torch.rand(1, generator=gen)) * (1.0 - spec.downscale)
+    small = [max(8, round(s * f)) for s in size]
+    y = F.interpolate(x[hit], size=small, mode="bilinear", antialias=True, align_corners=False)
+    y = F.interpolate(y, size=list(size), mode="bilinear", align_corners=False)
+    out = x.clone()
+    out[hit] = y.clamp(0.0, 1.0)
+    return out
 
 
 def mixup(

@@ -53,9 +53,13 @@ def _prepare_run(config, data, out, resume, overrides) -> tuple[DictConfig, Path
     return cfg, run_dir, resolve_data(data), None
 
 
-def _load_tensors(splits, spec: PreprocessSpec, cfg: DictConfig, progress: bool):
-    """Decode (or load from cache) every image once; returns uint8 tensors per split and sha256 per path."""
-    universe = sorted({str(s.path) for s in [*splits.train, *splits.val, *splits.official_val]})
+def _load_tensors(splits, spec: PreprocessSpec, cfg: DictConfig, progress: bool, also: Sequence[Sample] = ()):
+    """Decode (or load from cache) every image once; returns uint8 tensors per split and sha256 per path.
+
+    ``also``: further images to decode into the same cache file (the dataset's other non-test rows),
+    so that runs over different train/val splits of one dataset (CV folds) share one cache.
+    """
+    universe = sorted({str(s.path) for s in [*splits.train, *splits.val, *splits.official_val, *also]})
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_file else None
     pixels, shas = load_or_decode([Sample(Path(p), 0) for p in universe], spec, cache_dir,
                                   cfg.data.decode_workers, progress)
@@ -149,10 +153,12 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     _set_threads(cfg)
-    splits = make_splits(load_dataset(data_path), cfg.data.val_fraction, cfg.seed, cfg.data.limit)
+    index = load_dataset(data_path)
+    splits = make_splits(index, cfg.data.val_fraction, cfg.seed, cfg.data.limit)
     spec = PreprocessSpec.from_dict(to_container(cfg.data.preprocess))
     rank0 = rd.global_rank() == 0
-    (tx, ty), (vx, vy), (ox, oy), sha_of = _load_tensors(splits, spec, cfg, progress and rank0)
+    also = [] if cfg.data.limit else [s for s in index.samples if s.split != "test"]
+    (tx, ty), (vx, vy), (ox, oy), sha_of = _load_tensors(splits, spec, cfg, progress and rank0, also)
     train_s = [replace(s, sha256=sha_of[str(s.path)]) for s in splits.train]
     val_s = [replace(s, sha256=sha_of[str(s.path)]) for s in splits.val]
     if rank0:

@@ -1,0 +1,168 @@
+"""Patient-grouped K-fold cross-validation of a training recipe, with an honest operating point.
+
+Each fold (``pneumo.data.split.kfold_by_patient``: class-stratified, every patient in exactly one
+held-out fold) is trained with the *same recipe* as ``pneumo train``: the fold's training portion is
+itself split by patient into train / val (``data.val_fraction``), early stopping, best epoch and the
+operating threshold (``threshold.rule``) are chosen on that inner val. The held-out fold is never
+seen before it is scored, so its sensitivity / specificity are those of a threshold fixed in
+advance — the situation of the shipped model on an unseen test set.
+
+Held-out logits are scored through the deployment path (``Predictor`` on the image files).
+Per fold: AUROC and metrics at the fold's own threshold, with patient-bootstrap 95% CIs
+(``pneumo.evaluation.metrics.metrics_with_ci``). Pooled: the out-of-fold logits of all folds, each
+centred on its fold's threshold (``logit − threshold``), so pooled decisions are exactly the fold
+decisions and pooled AUROC ranks images on a common scale.
+
+Layout: ``OUT/fold{i}/`` is an ordinary run directory (its manifest marks held-out rows
+``cv_holdout``); ``OUT/oof.csv`` and ``OUT/cv.json`` hold the results. Finished folds are kept: a
+rerun with the same ``OUT`` skips folds whose bundle exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pneumo.data import Sample, load_dataset, resolve_data, write_manifest
+from pneumo.data.split import kfold_by_patient, patient_split
+from pneumo.errors import ConfigError, DatasetError
+from pneumo.training.config import load_config
+
+HOLDOUT = "cv_holdout"
+SUMMARY_METRICS = ("auroc", "accuracy", "sensitivity", "specificity", "balanced_accuracy", "brier")
+
+
+def fold_manifests(samples: Sequence[Sample], k: int, val_fraction: float, seed: int, out: Path,
+                   extra: Sequence[Sample] = ()) -> list[Path]:
+    """Write ``OUT/fold{i}/fold_manifest.csv`` per fold: inner ``train``/``val`` + ``cv_holdout`` rows.
+
+    ``extra`` rows (e.g. the official originals, as ``val_official``) are copied unchanged; training
+    ignores them, they only keep the decode cache shared with ordinary runs.
+    """
+    paths = []
+    for i, (train, held) in enumerate(kfold_by_patient(list(samples), k=k, seed=seed)):
+        inner = patient_split(train, val=val_fraction, test=0.0, seed=seed + i)
+        inner = [s for s in inner if s.split in ("train", "val")]
+        rows = [*inner, *(replace(s, split=HOLDOUT) for s in held), *extra]
+        paths.append(write_manifest(rows, out / f"fold{i}" / "fold_manifest.csv"))
+    return paths
+
+
+def _source_group(s: Sample) -> str:
+    return f"{s.extra.get('source_split', 'train')}:{s.patient_id}"
+
+
+def score_fold(bundle_dir: Path, manifest: Path, progress: bool = False) -> dict:
+    """Held-out labels, logits, groups and the fold's operating threshold (a logit)."""
+    from pneumo.bundle import load_bundle
+    from pneumo.inference import Predictor
+
+    held = load_dataset(manifest).select(HOLDOUT)
+    bundle = load_bundle(bundle_dir)
+    logits = Predictor(bundle, backend="torch").logits_for_paths([s.path for s in held], progress=progress)
+    return {"y": np.array([s.label for s in held]), "logit": logits.astype(np.float64),
+            "group": [_source_group(s) for s in held], "path": [str(s.path) for s in held],
+            "threshold_logit": float(bundle.threshold_logit),
+            "wall_time_s": bundle.meta.get("training", {}).get("wall_time_s")}
+
+
+def fold_metrics(y, logit, threshold_logit: float, groups, n_boot: int, seed: int) -> dict:
+    """Metrics with patient-bootstrap CIs at ``threshold_logit`` (probability = sigmoid(logit))."""
+    from pneumo.evaluation.metrics import metrics_with_ci
+
+    prob = 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
+    m = metrics_with_ci(y, logit, prob, threshold_logit, groups, n_boot=n_boot, seed=seed)
+    return {k: {kk: (None if isinstance(vv, float) and math.isnan(vv) else vv) for kk, vv in v.items()}
+            for k, v in m.items() if k in SUMMARY_METRICS}
+
+
+def pool(folds: list[dict]) -> dict:
+    """Concatenate held-out results; logits centred on each fold's threshold."""
+    return {"y": np.concatenate([f["y"] for f in folds]),
+            "logit": np.concatenate([f["logit"] - f["threshold_logit"] for f in folds]),
+            "group": [g for f in folds for g in f["group"]],
+            "fold": np.concatenate([np.full(len(f["y"]), i) for i, f in enumerate(folds)])}
+
+
+def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *, overrides: Sequence[str] = (),
+                   n_boot: int = 1000, progress: bool = True) -> dict:
+    """Train ``config`` on each of ``k`` patient-grouped folds; returns (and writes) the CV report."""
+    from pneumo.training.run import train
+
+    cfg = load_config(config, overrides)
+    out = Path(out)
+    index = load_dataset(resolve_data(data))
+    pool_samples = index.select("train") or [s for s in index.samples if not s.split]
+    if not pool_samples:
+        raise DatasetError(f"{index.root}: no training images to cross-validate on")
+    if cfg.data.limit:
+        from pneumo.training.datamodule import limit_samples
+
+        pool_samples = limit_samples(pool_samples, int(cfg.data.limit), cfg.seed)
+    extra = [replace(s, split="val_official") for s in index.select("val")] if index.source == "folders" else []
+    manifests = fold_manifests(pool_samples, k, float(cfg.data.val_fraction), int(cfg.seed), out, extra)
+    folds = []
+    for manifest in manifests:
+        run_dir = manifest.parent / "run"
+        bundle = run_dir / "bundle"
+        if not (bundle / "pneumo.json").is_file():
+            if run_dir.exists():
+                raise ConfigError(f"{run_dir} holds an unfinished fold: remove it or resume it with pneumo train --resume")
+            train(config, data=manifest, out=run_dir, overrides=[*overrides, "data.limit=null"], progress=progress)
+        folds.append(score_fold(bundle, manifest))
+    return _report(folds, out, k, n_boot, int(cfg.seed), cfg)
+
+
+def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg) -> dict:
+    per_fold = []
+    for i, f in enumerate(folds):
+        per_fold.append({"fold": i, "n_images": int(len(f["y"])), "n_pneumonia": int(f["y"].sum()),
+                         "threshold_logit": f["threshold_logit"], "wall_time_s": f["wall_time_s"],
+                         **fold_metrics(f["y"], f["logit"], f["threshold_logit"], f["group"], n_boot, seed)})
+    p = pool(folds)
+    pooled = {"n_images": int(len(p["y"])), **fold_metrics(p["y"], p["logit"], 0.0, p["group"], n_boot, seed)}
+    spread = {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+              for m in SUMMARY_METRICS if (v := [r[m]["value"] for r in per_fold if r[m]["value"] is not None])}
+    report = {"k": k, "config": cfg.name, "recipe_rule": cfg.threshold.rule,
+              "threshold_note": "each fold's threshold chosen by the recipe's rule on an inner patient-grouped "
+                                "val carved from that fold's training portion; held-out fold unseen until scored",
+              "folds": per_fold, "pooled": pooled, "across_folds": spread}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cv.json").write_text(json.dumps(report, indent=2))
+    with (out / "oof.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fold", "path", "group", "label", "logit_minus_threshold"])
+        paths = [q for f in folds for q in f["path"]]
+        for row in zip(p["fold"], paths, p["group"], p["y"], p["logit"], strict=True):
+            w.writerow([int(row[0]), row[1], row[2], int(row[3]), f"{row[4]:.6f}"])
+    return report
+
+
+def format_table(report: dict) -> str:
+    """Markdown table: one row per fold plus the pooled row, value [95% CI]."""
+    def cell(m: dict) -> str:
+        if m["value"] is None:
+            return "—"
+        lo, hi = m.get("lo"), m.get("hi")
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+        return f"{m['value']:.3f}{ci}"
+
+    cols = ("auroc", "accuracy", "sensitivity", "specificity")
+    lines = ["| fold | images | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in report["folds"]:
+        lines.append(f"| {r['fold']} | {r['n_images']} | " + " | ".join(cell(r[c]) for c in cols) + " |")
+    lines.append(f"| pooled | {report['pooled']['n_images']} | "
+                 + " | ".join(cell(report["pooled"][c]) for c in cols) + " |")
+    sd = report["across_folds"]
+    lines.append("| mean ± sd | | " + " | ".join(
+        f"{sd[c]['mean']:.3f} ± {sd[c]['sd']:.3f}" if c in sd else "—" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["HOLDOUT", "cross_validate", "fold_manifests", "fold_metrics", "format_table", "pool", "score_fold"]
