@@ -21,7 +21,7 @@ cp -r "$RUN/bundle" "$OUT.tmp"
 # Paths in the bundle: relative, so that it loads from any clone (data at ../shared/data/chest_xray
 # relative to the repository, the documented fallback); the sha256 column is the real fingerprint.
 "$BIN/python" - "$OUT.tmp" "$RUN" <<'PY'
-import csv, json, os, sys
+import csv, hashlib, json, os, sys
 from pathlib import Path
 from pneumo.bundle import read_meta, update_meta
 bundle, run = Path(sys.argv[1]), Path(sys.argv[2])
@@ -37,7 +37,9 @@ with man.open("w", newline="") as fh:
 meta = read_meta(bundle)
 td, tr = dict(meta["training_data"]), dict(meta.get("training", {}))
 td["source"] = os.path.relpath(td["source"], Path.cwd()) if os.path.isabs(td.get("source", "")) else td.get("source")
-td["manifest_paths"] = "relative to this bundle directory"
+td["manifest_paths"] = ("relative to this bundle directory; fingerprint = sha256 of the run's manifest.csv "
+                        "(same rows, absolute paths); each image's sha256 is in the sha256 column")
+td["manifest_sha256"] = hashlib.sha256(man.read_bytes()).hexdigest()
 tr["run_dir"] = os.path.relpath(tr.get("run_dir", str(run)), Path.cwd())
 update_meta(bundle, training_data=td, training=tr)
 print(json.dumps({"manifest_rows": len(rows), "source": td["source"], "run_dir": tr["run_dir"]}))

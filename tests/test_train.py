@@ -32,10 +32,17 @@ class Grab(L.Callback):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(small_manifest, tmp_path_factory):
+def tiny_run(small_samples, val_originals, tmp_path_factory):
+    """A tiny run on a manifest with train / val / val_official rows (as `pneumo data split` writes)."""
+    from dataclasses import replace
+
+    from pneumo.data import write_manifest
+
     out = tmp_path_factory.mktemp("train") / "tiny"
+    rows = [*small_samples, *(replace(s, split="val_official") for s in val_originals)]
+    manifest = write_manifest(rows, out.parent / "with-official.csv")
     grab = Grab()
-    bundle = train(TINY, data=small_manifest, out=out, callbacks=[grab], progress=False,
+    bundle = train(TINY, data=manifest, out=out, callbacks=[grab], progress=False,
                    overrides=[f"data.cache_dir={out.parent / 'cache'}"])
     return bundle, grab.module.model.eval(), out
 
@@ -69,6 +76,9 @@ def test_bundle_loads_and_matches_the_trained_model(tiny_run, small_samples):
     td = meta["training_data"]
     assert len(td["fingerprint"]) == 64 and td["n_images"] + td["n_val"] == len(small_samples)
     assert (bundle_dir / td["manifest"]).is_file()
+    official = meta["validation_metrics"]["official_val"]  # reported, never in train/val
+    assert official["n_images"] == 16 and 0.0 <= official["auroc"] <= 1.0
+    assert "val_official" not in (bundle_dir / td["manifest"]).read_text()
 
 
 def test_threshold_and_val_metrics_reproduce_from_the_manifest(tiny_run):
@@ -195,6 +205,7 @@ def test_ema_weights_are_what_is_validated_and_bundled(small_manifest, tmp_path)
         train(TINY, data=small_manifest, out=tmp_path / "both", overrides=["train.ema_decay=0.9", "train.swa=true"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(tiny_run, small_manifest, tmp_path):
     bundle_dir, _, out = tiny_run
     again = train(TINY, data=small_manifest, out=tmp_path / "again", progress=False,

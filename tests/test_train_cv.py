@@ -14,7 +14,13 @@ from click.testing import CliRunner
 
 from pneumo.data import load_dataset, write_manifest
 from pneumo.errors import ConfigError
-from pneumo.training.augment import AugmentSpec, augment_batch, gaussian_blur, resolution_jitter, sharpness_jitter
+from pneumo.training.augment import (
+    AugmentSpec,
+    augment_batch,
+    gaussian_blur,
+    resolution_jitter,
+    sharpness_jitter,
+)
 from pneumo.training.config import load_config
 from pneumo.training.cv import HOLDOUT, fold_manifests, pool
 
@@ -71,6 +77,7 @@ def test_train_cv_cli_end_to_end(train_manifest, tmp_path):
         assert 0.0 <= auroc["value"] <= 1.0 and auroc["lo"] <= auroc["value"] <= auroc["hi"]
         meta = json.loads((out / f"fold{f['fold']}" / "run" / "bundle" / "pneumo.json").read_text())
         assert f["threshold_logit"] == pytest.approx(meta["operating_point"]["logit"])
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # every fold decoded from one shared cache
     with (out / "oof.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 96 and len({r["path"] for r in rows}) == 96

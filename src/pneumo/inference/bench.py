@@ -164,7 +164,7 @@ def bench_bundle(
 def _predictor(bundle: Bundle, threads: int, backend: str = "onnx", onnx: Path | None = None) -> Predictor:
     if backend == "torch":
         return Predictor(bundle, backend="torch", threads=threads, ood=False)
-    return Predictor(bundle, backend="onnx", threads=threads, onnx_file=str(onnx), ood=False)
+    return Predictor(bundle, backend="onnx", threads=threads, onnx_file=str(Path(onnx).resolve()) if onnx else None, ood=False)
 
 
 def format_table(result: dict) -> str:

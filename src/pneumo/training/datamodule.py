@@ -2,7 +2,8 @@
 
 The validation split is carved from the training images **by patient** (stratified by label,
 grouped by :attr:`Sample.group`), unless a manifest already says ``split=train``/``split=val``.
-The official 16-image ``val`` folder is kept apart: reported once at the end, never selected on.
+The official 16-image ``val`` folder (``split=val_official`` in a manifest) is kept apart: reported
+once at the end, never selected on. ``test`` rows are never read.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def make_splits(index: DatasetIndex, val_fraction: float, seed: int, limit: int 
     """Train/val samples (split field set to ``train``/``val``) plus the official val originals."""
     if index.source == "manifest" and index.select("train") and index.select("val"):
         train, val, how = index.select("train"), index.select("val"), "manifest split column"
-        official: list[Sample] = []
+        official: list[Sample] = index.select("val_official")  # as `pneumo data split` names it
     else:
         pool = index.select("train") or [s for s in index.samples if s.split in (None, "")]
         if not pool:
