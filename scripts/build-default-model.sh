@@ -3,12 +3,13 @@
 #   train (configs/default.yaml) → copy the bundle → temperature on the patient-grouped val →
 #   ONNX export (fp32 + int8 if it passes its rule) → model card.  OOD is fitted by `pneumo train`.
 # Usage: scripts/build-default-model.sh [RUN_DIR]   (env: PNEUMO_DATA to point at the dataset;
-# PNEUMO_SKIP_TRAIN=1 to rebuild the bundle from an existing RUN_DIR without retraining).
+# PNEUMO_SKIP_TRAIN=1 to rebuild the bundle from an existing RUN_DIR without retraining;
+# PNEUMO_OUT to write the bundle elsewhere than models/default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUN=${1:-runs/default-final}
-OUT=models/default
+OUT=${PNEUMO_OUT:-models/default}
 
 if [ "${PNEUMO_SKIP_TRAIN:-0}" != 1 ]; then
   "$BIN/pneumo" train --config configs/default.yaml --out "$RUN"
@@ -48,5 +49,7 @@ rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
 
 "$BIN/pneumo" calibrate "$OUT" --data "$RUN/manifest.csv" --split val
 "$BIN/pneumo" export "$OUT" --data "$RUN/manifest.csv" --int8
-"$BIN/pneumo" card "$OUT"
+# held-out figures for the card: the patient-grouped val (with patient-bootstrap CIs), never a test split
+"$BIN/pneumo" evaluate "$OUT" --data "$RUN/manifest.csv" --split val --out "$RUN/eval-val"
+"$BIN/pneumo" card "$OUT" --eval "$RUN/eval-val"
 du -sh "$OUT"

@@ -42,4 +42,4 @@ def build_model(name: str, **kwargs) -> PneumoNet:
 
 def _load_all() -> None:
     """Import the modules that register models (kept lazy so ``import pneumo`` stays fast)."""
-    from pneumo.models import backbones, compact, scratch  # noqa: F401
+    from pneumo.models import backbones, compact, ensemble, scratch  # noqa: F401

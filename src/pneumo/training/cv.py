@@ -127,6 +127,7 @@ def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg) -
                          **fold_metrics(f["y"], f["logit"], f["threshold_logit"], f["group"], n_boot, seed)})
     p = pool(folds)
     pooled = {"n_images": int(len(p["y"])), **fold_metrics(p["y"], p["logit"], 0.0, p["group"], n_boot, seed)}
+    pooled.pop("brier", None)  # sigmoid of a threshold-centred logit is not a probability
     spread = {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
               for m in SUMMARY_METRICS if (v := [r[m]["value"] for r in per_fold if r[m]["value"] is not None])}
     report = {"k": k, "config": cfg.name, "recipe_rule": cfg.threshold.rule,
