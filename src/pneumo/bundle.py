@@ -24,13 +24,14 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from safetensors.torch import load_file, save_file
+from scipy.special import expit
 
 from pneumo import __version__
 from pneumo.data.discover import CLASS_NAMES
@@ -79,8 +80,14 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def calibrated_probability(logits, temperature: float = 1.0) -> np.ndarray:
+    """``sigmoid(logit / temperature)`` as float64, stable for any logit: the one place where a logit
+    becomes the probability pneumo reports (predict, evaluate, export parity, cross-validation)."""
+    return expit(np.asarray(logits, dtype=np.float64) / temperature)
+
+
 def probability_threshold(logit: float, temperature: float) -> float:
-    return 1.0 / (1.0 + math.exp(-logit / temperature))
+    return float(calibrated_probability(logit, temperature))
 
 
 @dataclass

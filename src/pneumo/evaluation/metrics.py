@@ -29,6 +29,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from pneumo.bundle import probability_threshold
 from pneumo.evaluation.stats import bootstrap_cis
 
 NAN = float("nan")
@@ -138,7 +139,7 @@ def oracle_threshold(y, logit, temperature: float = 1.0) -> dict:
         "label": "oracle (best threshold on THIS data — not a valid estimate)",
         "rule": "youden",
         "threshold_logit": float(t),
-        "threshold_probability": float(1 / (1 + np.exp(-np.clip(t / temperature, -700, 700)))),
+        "threshold_probability": probability_threshold(t, temperature),
         "sensitivity": float(sens),
         "specificity": float(spec),
         "youden_j": float(sens + spec - 1),

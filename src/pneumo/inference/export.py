@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumo.bundle import Bundle, load_bundle, sha256_file, update_meta
+from pneumo.bundle import Bundle, calibrated_probability, load_bundle, sha256_file, update_meta
 from pneumo.data.discover import Sample, load_dataset
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess
@@ -130,16 +130,12 @@ def _ort_outputs(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(logit, np.float64).reshape(-1), np.asarray(emb, np.float64)
 
 
-def _prob(logit: np.ndarray, temperature: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logit, np.float64) / temperature))
-
-
 def check_parity(bundle: Bundle, onnx_path: Path, x: np.ndarray, tol: float = PARITY_TOL) -> dict:
     """Compare ONNX Runtime with PyTorch on the batch ``x``; raises :class:`ConfigError` above ``tol``."""
     with torch.inference_mode():
         t_logit, t_emb = LogitAndEmbedding(bundle.model)(torch.from_numpy(x))
     o_logit, o_emb = _ort_outputs(onnx_path, x)
-    dp = float(np.max(np.abs(_prob(t_logit.numpy(), bundle.temperature) - _prob(o_logit, bundle.temperature))))
+    dp = float(np.max(np.abs(calibrated_probability(t_logit.numpy(), bundle.temperature) - calibrated_probability(o_logit, bundle.temperature))))
     out = {
         "max_abs_diff": dp,
         "max_abs_diff_logit": float(np.max(np.abs(t_logit.numpy() - o_logit))),

@@ -18,17 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumo.bundle import Bundle, load_bundle
+from pneumo.bundle import Bundle, calibrated_probability, load_bundle
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess
 from pneumo.errors import ConfigError, PneumoError
 from pneumo.inference.ood import OODDetector, image_statistics
 
 NOT_A_CXR = "NOT_A_CHEST_XRAY"
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass
@@ -120,7 +116,7 @@ class Predictor:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities: ``sigmoid(logit / temperature)``."""
-        return sigmoid(np.asarray(logits, dtype=np.float64) / self.bundle.temperature)
+        return calibrated_probability(logits, self.bundle.temperature)
 
     def predict_pixels(self, pixels: np.ndarray) -> Prediction:
         """``read_image`` pixels (float32 H×W in [0, 1]) → a :class:`Prediction` (with OOD if fitted)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.bundle import calibrated_probability
 from pneumo.data import Sample, load_dataset, resolve_data, write_manifest
 from pneumo.data.split import kfold_by_patient, patient_split
 from pneumo.errors import ConfigError, DatasetError
@@ -76,7 +77,7 @@ def fold_metrics(y, logit, threshold_logit: float, groups, n_boot: int, seed: in
     """Metrics with patient-bootstrap CIs at ``threshold_logit`` (probability = sigmoid(logit))."""
     from pneumo.evaluation.metrics import metrics_with_ci
 
-    prob = 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
+    prob = calibrated_probability(logit)
     m = metrics_with_ci(y, logit, prob, threshold_logit, groups, n_boot=n_boot, seed=seed)
     return {k: {kk: (None if isinstance(vv, float) and math.isnan(vv) else vv) for kk, vv in v.items()}
             for k, v in m.items() if k in SUMMARY_METRICS}
