@@ -16,7 +16,7 @@ from pneumo.data import load_dataset, preprocess, read_image
 from pneumo.errors import ConfigError
 from pneumo.training.augment import AugmentSpec, augment_batch, mixup
 from pneumo.training.cache import load_or_decode, normalise_batch
-from pneumo.training.datamodule import grouped_split
+from pneumo.training.datamodule import split_train_val
 from pneumo.training.finalize import predict_logits
 from pneumo.training.run import train
 
@@ -114,9 +114,9 @@ def test_cli_refuses_bad_overrides_and_reused_run_dir(tiny_run, small_manifest):
         train(None, data=small_manifest, out=out / "y")
 
 
-def test_grouped_split_keeps_patients_whole_and_stratifies(dataset):
+def test_train_val_split_keeps_patients_whole_and_stratifies(dataset):
     pool = dataset.select("train")[::6]
-    tr, va = grouped_split(pool, 0.2, seed=1)
+    tr, va = split_train_val(pool, 0.2, seed=1)
     assert not {s.group for s in tr} & {s.group for s in va}
     assert len(tr) + len(va) == len(pool) and 0.1 < len(va) / len(pool) < 0.3
     pos = lambda part: np.mean([s.label for s in part])  # noqa: E731

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from pneumo.data import DatasetIndex, Sample
+from pneumo.data.split import patient_split
 from pneumo.errors import DatasetError
 
 
@@ -38,40 +39,10 @@ def limit_samples(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
     return out
 
 
-def grouped_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Stratified, patient-grouped train/val split (scikit-learn ``StratifiedGroupKFold``, first fold)."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = max(2, round(1 / val_fraction))
-    groups = [s.group for s in samples]
-    labels = [s.label for s in samples]
-    if len(set(groups)) < n_splits:
-        raise DatasetError(f"only {len(set(groups))} patients: too few to carve a {val_fraction:.0%} validation split")
-    skf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(skf.split(np.zeros(len(samples)), labels, groups))
-    return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
-
-
-def _patient_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
-    """Use ``pneumo.data.split.patient_split`` when the data piece provides it, else :func:`grouped_split`."""
-    try:
-        from pneumo.data.split import patient_split
-    except ImportError:
-        train, val = grouped_split(samples, val_fraction, seed)
-        return train, val, "training.grouped_split (StratifiedGroupKFold)"
+def split_train_val(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Carve validation from the training pool by patient, with the rule ``pneumo data split`` uses."""
     result = patient_split(samples, val=val_fraction, test=0.0, seed=seed)
-    if isinstance(result, dict):
-        return list(result["train"]), list(result["val"]), "data.split.patient_split"
-    if isinstance(result, tuple | list) and len(result) in (2, 3) and isinstance(result[0], list | tuple):
-        return list(result[0]), list(result[1]), "data.split.patient_split"
-    if isinstance(result, list | tuple) and all(isinstance(s, Sample) for s in result):
-        return (
-            [s for s in result if s.split == "train"],
-            [s for s in result if s.split == "val"],
-            "data.split.patient_split",
-        )
-    train, val = grouped_split(samples, val_fraction, seed)
-    return train, val, "training.grouped_split (patient_split returned an unknown shape)"
+    return [s for s in result if s.split == "train"], [s for s in result if s.split == "val"]
 
 
 def make_splits(index: DatasetIndex, val_fraction: float, seed: int, limit: int | None = None) -> Splits:
@@ -86,7 +57,8 @@ def make_splits(index: DatasetIndex, val_fraction: float, seed: int, limit: int 
         official = index.select("val") if index.source == "folders" else []
         if limit:
             pool = limit_samples(pool, limit, seed)
-        train, val, how = _patient_split(pool, val_fraction, seed)
+        train, val = split_train_val(pool, val_fraction, seed)
+        how = "data.split.patient_split"
     if limit and how == "manifest split column":
         train = limit_samples(train, limit, seed)
     for name, part in (("training", train), ("validation", val)):
