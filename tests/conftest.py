@@ -15,6 +15,8 @@ import torch
 from pneumo.data import PreprocessSpec, Sample, load_dataset, preprocess, read_image, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TINY_SPEC = PreprocessSpec(size=64)
 
 
@@ -126,3 +128,17 @@ def tiny_bundle(small_samples, tmp_path_factory) -> Path:
         training_data={"n_images": len(train)},
         name="tiny-test",
     )
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium under Playwright (never `playwright install`), shared by the browser
+    tests; skipped with the reason when /usr/bin/chromium is absent (`make browser` installs it)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

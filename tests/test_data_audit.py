@@ -19,8 +19,6 @@ from pneumo.cli.data import data as data_cli
 from pneumo.data.audit import run_audit
 from pneumo.data.audit_report import write_outputs
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 def _listing(root: Path) -> dict[str, dict[str, int]]:
     """Counts computed independently of pneumo: decodable images per split/class by plain Pillow."""
@@ -163,25 +161,16 @@ def test_full_shared_set_under_a_minute(data_root, tmp_path):
 
 
 @pytest.mark.browser
-def test_report_renders_in_chromium(messy_audit, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium chromium-driver)")
-    from playwright.sync_api import sync_playwright
-
+def test_report_renders_in_chromium(messy_audit, tmp_path, chromium):
     paths = write_outputs(messy_audit, tmp_path)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.goto(paths["html"].as_uri())
-            page.wait_for_load_state("load")
-            widths = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1300, "height": 900})
+    try:
+        page.goto(paths["html"].as_uri())
+        page.wait_for_load_state("load")
+        widths = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    finally:
+        page.close()
     assert len(widths) >= 3 + 2 * 4  # three figures + image/edge pairs
     assert all(complete and w > 0 for _, complete, w in widths), widths
     assert np.asarray(Image.open(tmp_path / "report.png")).std() > 10  # not a blank page

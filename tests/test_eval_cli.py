@@ -19,7 +19,6 @@ from pneumo.cli import main
 from pneumo.data import write_manifest
 from pneumo.evaluation.metrics import METRICS
 
-CHROMIUM = Path("/usr/bin/chromium")
 FIGURES = ("roc", "precision_recall", "reliability", "score_histogram", "threshold_sweep", "confusion_matrix")
 
 
@@ -182,23 +181,16 @@ def test_card_has_every_section(tiny_bundle, val_eval, tmp_path):
 
 
 @pytest.mark.browser
-def test_report_renders_in_chromium(val_eval, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed at /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
+def test_report_renders_in_chromium(val_eval, tmp_path, chromium):
     out, result = val_eval
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        requests: list[str] = []
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto((out / "report.html").resolve().as_uri())
-        page.wait_for_load_state("load")
-        sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto((out / "report.html").resolve().as_uri())
+    page.wait_for_load_state("load")
+    sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    page.close()
     n_cases = sum(len(v) for v in result["gallery"].values())
     assert len(sizes) == len(FIGURES) + n_cases
     assert all(ok and w > 0 for _, ok, w in sizes), sizes

@@ -14,7 +14,6 @@ import pytest
 from pneumo.data import read_image
 from server_support import LiveServer, make_dicom
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOT = Path("/tmp/server_page.png")
 
 
@@ -50,23 +49,14 @@ def test_concurrent_requests_all_answered_and_audited(live, val_originals):
 
 
 @pytest.fixture(scope="module")
-def page(live):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (make browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        pg = browser.new_page(viewport={"width": 1280, "height": 860})
-        outside = []
-        pg.on("request", lambda req: outside.append(req.url) if not req.url.startswith((live.url, "data:")) else None)
-        pg.goto(live.url + "/")
-        yield pg
-        browser.close()
-        assert outside == [], f"the page fetched from outside the server: {outside}"
+def page(live, chromium):
+    pg = chromium.new_page(viewport={"width": 1280, "height": 860})
+    outside = []
+    pg.on("request", lambda req: outside.append(req.url) if not req.url.startswith((live.url, "data:")) else None)
+    pg.goto(live.url + "/")
+    yield pg
+    pg.close()
+    assert outside == [], f"the page fetched from outside the server: {outside}"
 
 
 @pytest.mark.browser
