@@ -28,6 +28,7 @@ from pneumo.data.discover import Sample, load_dataset
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess
 from pneumo.errors import ConfigError, PneumoError
+from pneumo.inference.predictor import ort_session
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -121,12 +122,7 @@ def _batch(samples: list[Sample], bundle: Bundle) -> np.ndarray:
 
 
 def _ort_outputs(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    logit, emb = sess.run(["logit", "embedding"], {"image": x})
+    logit, emb = ort_session(path).run(["logit", "embedding"], {"image": x})
     return np.asarray(logit, np.float64).reshape(-1), np.asarray(emb, np.float64)
 
 

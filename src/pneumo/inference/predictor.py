@@ -77,7 +77,7 @@ class Predictor:
         self._session = None
         self._has_embedding_output = False
         if backend == "onnx":
-            self._session = _ort_session(onnx_path, threads)
+            self._session = ort_session(onnx_path, threads)
             self._input = self._session.get_inputs()[0].name
             self._outputs = [o.name for o in self._session.get_outputs()]
             self._has_embedding_output = "embedding" in self._outputs
@@ -170,7 +170,8 @@ class Predictor:
                 yield str(p), preds.get(str(p)), errors.get(str(p))
 
 
-def _ort_session(path: Path, threads: int | None):
+def ort_session(path: Path, threads: int | None = None):
+    """A CPU ONNX Runtime session, quiet, with ``threads`` intra-op threads when given."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
