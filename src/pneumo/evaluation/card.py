@@ -199,9 +199,9 @@ def write_card(bundle_dir: str | Path, eval_dir: str | Path | None = None) -> Pa
     meta = read_meta(bundle_dir)
     try:
         from pneumo.bundle import load_bundle
+        from pneumo.models import count_params
 
-        model = load_bundle(bundle_dir).model
-        n_params = f"{sum(p.numel() for p in model.parameters()):,}"
+        n_params = f"{count_params(load_bundle(bundle_dir).model):,}"
     except Exception:  # the card is still useful without a loadable model
         n_params = NR
     text = render_card(meta, _load_eval(Path(eval_dir) if eval_dir else None), n_params)
