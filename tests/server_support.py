@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from dicom_support import new_dataset, to_bytes
 
 PATIENT = {"PatientName": "Doe^Janet^Secretname", "PatientID": "PID-7731-XYZZY", "PatientBirthDate": "20190314"}
 
@@ -24,18 +25,9 @@ def make_dicom(
     patient: bool = True,
 ) -> bytes:
     """A Part-10 DICOM file with 12-bit MONOCHROME2 pixels (``H×W`` in [0, 1]) and patient fields."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import UID, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import UID
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
+    ds = new_dataset("CR", syntax)
     if patient:
         for key, value in PATIENT.items():
             setattr(ds, key, value)
@@ -53,9 +45,7 @@ def make_dicom(
             ds.PixelData = encapsulate([arr.tobytes()] * frames)
         else:
             ds.PixelData = np.concatenate([arr.ravel()] * frames).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return to_bytes(ds)
 
 
 def free_port() -> int:

@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
+from dicom_support import new_dataset, to_bytes
 from pneumo.data import read_image
 from pneumo.errors import ImageError
 
@@ -34,15 +32,7 @@ def make_dicom(
     with_pixels: bool = True,
     **tags,
 ) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
+    ds = new_dataset("DX")
     if with_pixels:
         ds.Rows, ds.Columns = pixels.shape[-2:]
         ds.SamplesPerPixel = 1
@@ -58,9 +48,7 @@ def make_dicom(
         setattr(ds, k, v)
     if syntax == RLELossless:
         ds.compress(RLELossless)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return to_bytes(ds)
 
 
 def test_monochrome2_min_max():
