@@ -41,7 +41,10 @@ def rss_mb(pid: int | None) -> float | None:
     return round(total / 1024, 1)
 
 
-def run(url: str, files: list[Path], concurrency: int, seconds: float, heatmap: bool) -> dict:
+def run(url: str, files: list[Path], concurrency: int, seconds: float, heatmap: bool,
+        pid: int | None = None, rss_every: float = 5.0) -> dict:
+    """Drive the server; also sample its RSS every ``rss_every`` s (a memory leak shows as a slope,
+    a warm-up as a step that then stays level)."""
     payloads = [(f.name, f.read_bytes()) for f in files]
     order = itertools.cycle(range(len(payloads)))
     lock = threading.Lock()
@@ -67,13 +70,24 @@ def run(url: str, files: list[Path], concurrency: int, seconds: float, heatmap: 
                     if status == 200:
                         latencies.append(dt)
 
+    rss_series: list[tuple[float, float | None]] = []
+    done = threading.Event()
+
+    def sampler() -> None:
+        while not done.wait(rss_every):
+            rss_series.append((round(time.monotonic() - t_start, 1), rss_mb(pid)))
+
     t_start = time.monotonic()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
         t.start()
+    watcher = threading.Thread(target=sampler, daemon=True)
+    if pid:
+        watcher.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t_start
+    done.set()
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {
         "concurrency": concurrency,
@@ -84,6 +98,7 @@ def run(url: str, files: list[Path], concurrency: int, seconds: float, heatmap: 
         "latency_ms": {q: round(float(np.percentile(lat, int(q[1:]))), 1) for q in ("p50", "p95", "p99")},
         "errors": {str(k): v for k, v in statuses.items() if k != 200},
         "heatmap": heatmap,
+        "rss_mb_series": rss_series,
     }
 
 
@@ -109,6 +124,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--pid", type=int, default=None, help="Server PID, for RSS memory (same machine only).")
     ap.add_argument("--heatmap", action="store_true")
+    ap.add_argument("--rss-every", type=float, default=5.0, help="Seconds between RSS samples (with --pid).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png", ".dcm"))
@@ -116,7 +132,7 @@ def main() -> None:
         raise SystemExit(f"{args.images}: no images")
     wait_healthy(args.url)
     before = rss_mb(args.pid)
-    out = run(args.url, files, args.concurrency, args.seconds, args.heatmap)
+    out = run(args.url, files, args.concurrency, args.seconds, args.heatmap, args.pid, args.rss_every)
     out |= {"rss_mb_start": before, "rss_mb_end": rss_mb(args.pid), "n_images": len(files)}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -125,6 +141,8 @@ def main() -> None:
     print(f"{out['ok']}/{out['requests']} ok in {out['seconds']} s at concurrency {out['concurrency']}: "
           f"{out['requests_per_s']} req/s; latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     print(f"errors: {out['errors'] or 'none'}; server RSS {out['rss_mb_start']} → {out['rss_mb_end']} MiB")
+    if out["rss_mb_series"]:
+        print("RSS over the run (s: MiB): " + ", ".join(f"{t:g}: {m}" for t, m in out["rss_mb_series"]))
 
 
 if __name__ == "__main__":
