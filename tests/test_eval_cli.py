@@ -18,6 +18,7 @@ from pneumo.bundle import load_bundle, sha256_file, update_meta
 from pneumo.cli import main
 from pneumo.data import write_manifest
 from pneumo.evaluation.metrics import METRICS
+from pneumo.inference import Predictor
 
 FIGURES = ("roc", "precision_recall", "reliability", "score_histogram", "threshold_sweep", "confusion_matrix")
 
@@ -160,9 +161,19 @@ def test_compare_two_bundles_paired_tests(tiny_bundle, data_root, tmp_path):
     assert pair["auroc"]["p_value"] == 1.0 and pair["sensitivity"]["p_value"] == 1.0
 
 
-def test_card_has_every_section(tiny_bundle, val_eval, tmp_path):
+def test_card_has_every_section(tiny_bundle, val_eval, tmp_path, small_samples):
     b = _copy_bundle(tiny_bundle, tmp_path / "carded")
     out, result = val_eval
+    # the validation block `pneumo train` stores, made by training's own function from real logits
+    from pneumo.training.finalize import metrics_at
+
+    val = [s for s in small_samples if s.split == "val"]
+    y = np.array([s.label for s in val])
+    logit = Predictor(b).logits_for_paths([s.path for s in val])
+    thr = load_bundle(b).threshold_logit
+    vm = {"split": "validation carved from train by patient", **metrics_at(y, logit, thr),
+          "official_val": {**metrics_at(y[:6], logit[:6], thr), "note": "first 6 val images"}}
+    update_meta(b, validation_metrics=vm)
     res = _invoke("card", b, "--eval", out)
     assert res.exit_code == 0, res.output
     text = (b / "MODEL_CARD.md").read_text()
@@ -174,6 +185,10 @@ def test_card_has_every_section(tiny_bundle, val_eval, tmp_path):
     auroc = result["metrics"]["auroc"]
     assert f"{auroc['value']:.3f}" in text and f"{auroc['lo']:.3f}" in text
     assert "different weights" not in text
+    # training's own validation block: its operating-point figures and the official folder's image count
+    val_block = text.split("### Validation")[1].split("### Evaluation")[0]
+    assert f"| Sensitivity (recall, TPR) | {vm['at_operating_point']['sensitivity']:.3f} |" in val_block
+    assert f"({vm['official_val']['n_images']} images;" in val_block and "(? images" not in text
     # an evaluation of other weights is flagged, never passed off as this bundle's
     other = _copy_bundle(tiny_bundle, tmp_path / "other", noise=0.5)
     assert _invoke("card", other, "--eval", out).exit_code == 0

@@ -46,7 +46,10 @@ ETHICS = """\
 
 
 def _metrics_table(metrics: dict) -> list[str]:
+    """Rows for an evaluation's metrics, or for the block training stores in ``validation_metrics``
+    (AUROC at the top level, the rest under ``at_operating_point``, no CIs)."""
     rows = ["| metric | value | 95% CI |", "|---|---|---|"]
+    metrics = {**(metrics.get("at_operating_point") or {}), **metrics}
     for k, label in METRIC_LABELS.items():
         m = metrics.get(k)
         if m is None:
@@ -128,7 +131,7 @@ def _evaluation(meta: dict, ev: dict | None) -> list[str]:
                   f"Data: {vm.get('split', NR)}.", "", *_metrics_table(vm)]
         off = vm.get("official_val")
         if isinstance(off, dict):
-            lines += ["", f"Official Kermany val folder ({off.get('n', '?')} images; {off.get('note', '')}):", "",
+            lines += ["", f"Official Kermany val folder ({off.get('n_images', off.get('n', '?'))} images; {off.get('note', '')}):", "",
                       *_metrics_table(off)]
     if ev:
         lines += _eval_block(meta, ev)
