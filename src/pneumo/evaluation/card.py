@@ -26,7 +26,8 @@ LIMITATIONS = """\
 - **Ages 1–5, anterior–posterior views only.** Not validated for older children, adults, or lateral views.
 - **Shortcut risk: image size and aspect ratio.** In this dataset PNEUMONIA and NORMAL images differ
   systematically in original size/aspect and in border/marker patterns; a model can score well by
-  learning those instead of lung findings. Check heatmaps (`pneumo explain`) and evaluate on data
+  learning those instead of lung findings. Check heatmaps (`pneumo explain`), stress the saved threshold with
+  `benchmarks/robustness.py` (framing, aspect, sharpness, exposure shifts), and evaluate on data
   acquired differently.
 - **The official test NORMALs are harder** (and the official val split has only 16 images): figures on
   small splits have wide confidence intervals — read the CIs, not the point estimates.
