@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from pneumo.data import load_manifest, preprocess, read_image
+from pneumo.evaluation.metrics import point_metrics
 from pneumo.inference import Predictor
 
 
@@ -79,8 +80,6 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def score(bundle: str | Path, manifest: Path, split: str = "val") -> dict:
-    from sklearn.metrics import roc_auc_score
-
     index = load_manifest(manifest)
     samples = [s for s in index.samples if s.split == split]
     if not samples:
@@ -93,11 +92,9 @@ def score(bundle: str | Path, manifest: Path, split: str = "val") -> dict:
     for name, fn in SHIFTS.items():
         batch = np.stack([preprocess(fn(a), predictor.spec) for a in raw])
         logit = np.concatenate([predictor.logits(batch[i : i + 128]) for i in range(0, len(batch), 128)])
-        pred = logit >= thr
+        m = point_metrics(y, logit, predictor.probabilities(logit), thr)
         rows[name] = {
-            "auroc": float(roc_auc_score(y, logit)),
-            "sensitivity": float(pred[y == 1].mean()),
-            "specificity": float((~pred[y == 0]).mean()),
+            **{k: m[k] for k in ("auroc", "sensitivity", "specificity")},
             "normal_logit_median": float(np.median(logit[y == 0])),
             "pneumonia_logit_median": float(np.median(logit[y == 1])),
         }

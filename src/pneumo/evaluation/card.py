@@ -132,7 +132,7 @@ def _evaluation(meta: dict, ev: dict | None) -> list[str]:
                   f"Data: {vm.get('split', NR)}.", "", *_metrics_table(vm)]
         off = vm.get("official_val")
         if isinstance(off, dict):
-            lines += ["", f"Official Kermany val folder ({off.get('n_images', off.get('n', '?'))} images; {off.get('note', '')}):", "",
+            lines += ["", f"Official Kermany val folder ({off.get('n_images', '?')} images; {off.get('note', '')}):", "",
                       *_metrics_table(off)]
     if ev:
         lines += _eval_block(meta, ev)
