@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup lint browser clean model
+.PHONY: run test setup lint browser orthanc clean model
 
 setup: $(STAMP)
 
@@ -23,13 +23,19 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (browser tests will be skipped)"; fi; }
 
+# Debian's Orthanc, the real PACS the dicom-node tests run against (each test starts its own on 127.0.0.1).
+orthanc:
+	@command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null; \
+	  else echo "orthanc missing: run 'sudo apt-get install orthanc' (dicom-node tests will be skipped)"; fi; }
+
 run: setup
 	$(BIN)/pneumo serve --host $(HOST) --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: setup browser lint
+test: setup browser orthanc lint
 	$(BIN)/python -m pytest -q
 
 # Train and package the shipped model models/default/ (≤ 30 min on 2 cores): see scripts/build-default-model.sh.

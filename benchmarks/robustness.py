@@ -1,5 +1,6 @@
 """How far a bundle's saved operating point moves when its validation images are shifted the way
-new hospitals' films differ: aspect ratio, sharpness, resolution, exposure, contrast, JPEG, noise.
+new hospitals' films differ: aspect, framing, margins, mirror, rotation, markers, sharpness, source
+resolution, exposure, window, contrast, JPEG, noise — plus mirror agreement and cue-conflict subgroups.
 
 The patient-grouped val split is saturated (AUROC ≈ 0.999) and comes from the same 224-px copies as
 training, so it cannot show the failure that matters on new films: the scores of NORMAL images
@@ -16,67 +17,29 @@ Prints one Markdown table per bundle and a summary line (mean / worst specificit
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 
 from pneumo.data import load_manifest, preprocess, read_image
+from pneumo.decision import shift_robust_threshold
 from pneumo.evaluation.metrics import point_metrics
+from pneumo.evaluation.shifts import shifted_logits
 from pneumo.inference import Predictor
 
 
-def _pil(a: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8))
-
-
-def _arr(im: Image.Image) -> np.ndarray:
-    return np.asarray(im, dtype=np.float32) / 255.0
-
-
-def _crop(a: np.ndarray, fy: float, fx: float) -> np.ndarray:
-    """Central crop keeping ``fy``/``fx`` of the height/width: once stretched back to a square, the
-    anatomy's aspect changes by ``fx / fy`` — as a wider or taller original would have."""
-    h, w = a.shape
-    dy, dx = int(round(h * (1 - fy) / 2)), int(round(w * (1 - fx) / 2))
-    return a[dy : h - dy, dx : w - dx]
-
-
-def _jpeg(a: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    _pil(a).save(buf, "JPEG", quality=quality)
-    return _arr(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
-
-
-def _down_up(a: np.ndarray, f: float) -> np.ndarray:
-    h, w = a.shape
-    im = _pil(a).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BILINEAR)
-    return _arr(im.resize((w, h), Image.Resampling.BILINEAR))
-
-
-def _noise(a: np.ndarray, sd: float) -> np.ndarray:
-    rng = np.random.default_rng(int(a.size) + int(a[0, 0] * 1000))
-    return np.clip(a + rng.normal(0.0, sd, a.shape), 0.0, 1.0).astype(np.float32)
-
-
-SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "none": lambda a: a,
-    "wider original (aspect ×0.83)": lambda a: _crop(a, 0.83, 1.0),
-    "taller original (aspect ×1.2)": lambda a: _crop(a, 1.0, 0.83),
-    "tighter framing (zoom ×1.2)": lambda a: _crop(a, 0.83, 0.83),
-    "blur σ 1 px": lambda a: _arr(_pil(a).filter(ImageFilter.GaussianBlur(1.0))),
-    "unsharp mask": lambda a: _arr(_pil(a).filter(ImageFilter.UnsharpMask(2, 100, 0))),
-    "half resolution": lambda a: _down_up(a, 0.5),
-    "darker (γ 1.4)": lambda a: a**1.4,
-    "brighter (γ 0.7)": lambda a: a**0.7,
-    "low contrast (×0.75)": lambda a: 0.5 + (a - 0.5) * 0.75,
-    "JPEG q 30": lambda a: _jpeg(a, 30),
-    "noise σ 0.03": lambda a: _noise(a, 0.03),
-}
+def _quartile_groups(samples, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Cue-conflict subgroups: the training copies' JPEG size separates the classes (AUROC 0.90), so the
+    smallest-file NORMALs look 'pneumonia-like' by that cue and the largest-file PNEUMONIAs 'normal-like'."""
+    size = np.array([Path(s.path).stat().st_size for s in samples], dtype=float)
+    groups = {}
+    for label, name, pick in ((0, "NORMAL, smallest-file quartile", "low"), (1, "PNEUMONIA, largest-file quartile", "high")):
+        idx = np.flatnonzero(y == label)
+        cut = np.quantile(size[idx], 0.25 if pick == "low" else 0.75)
+        groups[name] = idx[size[idx] <= cut] if pick == "low" else idx[size[idx] >= cut]
+    return groups
 
 
 def score(bundle: str | Path, manifest: Path, split: str = "val") -> dict:
@@ -88,10 +51,9 @@ def score(bundle: str | Path, manifest: Path, split: str = "val") -> dict:
     y = np.array([s.label for s in samples])
     raw = [read_image(s.path)[0] for s in samples]
     thr = predictor.bundle.threshold_logit
+    logits = shifted_logits(predictor.logits, raw, lambda a: preprocess(a, predictor.spec))
     rows = {}
-    for name, fn in SHIFTS.items():
-        batch = np.stack([preprocess(fn(a), predictor.spec) for a in raw])
-        logit = np.concatenate([predictor.logits(batch[i : i + 128]) for i in range(0, len(batch), 128)])
+    for name, logit in logits.items():
         m = point_metrics(y, logit, predictor.probabilities(logit), thr)
         rows[name] = {
             **{k: m[k] for k in ("auroc", "sensitivity", "specificity")},
@@ -106,7 +68,39 @@ def score(bundle: str | Path, manifest: Path, split: str = "val") -> dict:
         "worst_specificity": float(min(r["specificity"] for r in shifted)),
         "worst_sensitivity": float(min(r["sensitivity"] for r in shifted)),
     }
-    return {"bundle": str(bundle), "threshold_logit": thr, "n": len(samples), "shifts": rows, "summary": summary}
+    clean = logits["none"]
+    summary["mirror_agreement"] = float(np.mean((clean >= thr) == (logits["mirror (left-right)"] >= thr)))
+    groups = {}
+    for name, idx in _quartile_groups(samples, y).items():
+        ok = (clean[idx] >= thr) == (y[idx] == 1)
+        groups[name] = {"n": int(len(idx)), "correct": float(np.mean(ok))}
+    summary["cue_conflict"] = groups
+    robust = shift_robust_threshold(y, logits, 0.97)
+    at = [point_metrics(y, v, predictor.probabilities(v), robust["logit"]) for k, v in logits.items() if k != "none"]
+    summary["shift_robust_threshold"] = {**robust, "mean_specificity": float(np.mean([m["specificity"] for m in at])),
+                                         "worst_specificity": float(min(m["specificity"] for m in at)),
+                                         "worst_sensitivity": float(min(m["sensitivity"] for m in at))}
+    return {"bundle": str(bundle), "threshold_logit": thr, "n": len(samples), "shifts": rows, "summary": summary,
+            "labels": y.tolist(), "logits": {k: [round(float(x), 5) for x in v] for k, v in logits.items()}}
+
+
+def score_external(bundle: str | Path, root: Path) -> dict:
+    """Other hospitals' frontal films (external_dev/cxr_other, adults): pneumonia-like vs no finding.
+
+    A different population and a weak label, so only the ranking and the no-finding specificity at the
+    saved threshold are read, as an out-of-source proxy.
+    """
+    import csv
+
+    rows = [r for r in csv.DictReader((root / "labels.csv").open()) if r["set"] == "cxr_other"
+            and r["label"] in ("pneumonia_like", "no_finding")]
+    predictor = Predictor(bundle, ood=False)
+    y = np.array([int(r["label"] == "pneumonia_like") for r in rows])
+    batch = np.stack([preprocess(read_image(root / r["path"])[0], predictor.spec) for r in rows])
+    logit = predictor.logits(batch)
+    m = point_metrics(y, logit, predictor.probabilities(logit), predictor.bundle.threshold_logit)
+    return {"n_pneumonia_like": int(y.sum()), "n_no_finding": int((y == 0).sum()),
+            **{k: m[k] for k in ("auroc", "sensitivity", "specificity")}}
 
 
 def to_markdown(res: dict) -> str:
@@ -124,7 +118,16 @@ def to_markdown(res: dict) -> str:
     s = res["summary"]
     lines += ["", f"over the {len(res['shifts']) - 1} shifts: mean AUROC {s['mean_auroc']:.4f}, "
               f"mean sensitivity {s['mean_sensitivity']:.3f} (worst {s['worst_sensitivity']:.3f}), "
-              f"mean specificity {s['mean_specificity']:.3f} (worst {s['worst_specificity']:.3f})"]
+              f"mean specificity {s['mean_specificity']:.3f} (worst {s['worst_specificity']:.3f}); "
+              f"mirror agreement {s['mirror_agreement']:.3f}; cue-conflict "
+              + ", ".join(f"{k} {g['correct']:.3f} (n {g['n']})" for k, g in s["cue_conflict"].items()),
+              "", "at the shift-robust threshold (sensitivity ≥ 0.97 pooled over the suite): logit "
+              f"{s['shift_robust_threshold']['logit']:.3f}, clean val sensitivity "
+              f"{s['shift_robust_threshold']['val_sensitivity']:.3f} / specificity "
+              f"{s['shift_robust_threshold']['val_specificity']:.3f}; over the shifts mean specificity "
+              f"{s['shift_robust_threshold']['mean_specificity']:.3f} (worst "
+              f"{s['shift_robust_threshold']['worst_specificity']:.3f}), worst sensitivity "
+              f"{s['shift_robust_threshold']['worst_sensitivity']:.3f}"]
     return "\n".join(lines)
 
 
@@ -134,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True, help="a run's manifest.csv (its val split is used)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--external", type=Path, help="external_dev folder (its cxr_other films) for an out-of-source proxy")
     args = ap.parse_args(argv)
     results = [score(b, args.manifest, args.split) for b in args.bundles]
+    if args.external:
+        for b, r in zip(args.bundles, results, strict=True):
+            r["external"] = score_external(b, args.external)
+            print(f"{b}: external cxr_other {json.dumps(r['external'])}")
     for r in results:
         print(to_markdown(r), end="\n\n")
     if args.json:

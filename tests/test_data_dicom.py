@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.uid import (
+    MPEG2MPML,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    JPEGLSLossless,
     RLELossless,
 )
 
@@ -116,15 +116,16 @@ def test_unsupported_transfer_syntax_is_415():
     from pydicom.encaps import encapsulate
 
     ds = dcmread(io.BytesIO(make_dicom()))
-    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7not really jpeg-ls"])
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3 an MPEG-2 video stream"])
     ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     with pytest.raises(ImageError) as info:
         read_image(out.getvalue())
     assert info.value.status == 415 and info.value.code == "dicom_unsupported"
-    assert "JPEG-LS" in str(info.value)
+    message = str(info.value)
+    assert "MPEG2" in message and MPEG2MPML in message and "\n" not in message
 
 
 def test_no_pixel_data_and_multiframe():

@@ -110,8 +110,9 @@ def test_refuses_empty_missing_text_random(tmp_path):
     _refused(tmp_path, None)
     text = tmp_path / "notes.jpeg"
     text.write_text("patient notes, not an image\n" * 20)
-    assert "not an image" in str(_refused(text, "not_an_image"))
-    _refused(np.random.default_rng(0).bytes(4096), "not_an_image")
+    err = _refused(text, "unsupported_format")
+    assert "not a JPEG, PNG or DICOM image (it looks like plain text)" in str(err) and err.status == 415
+    _refused(np.random.default_rng(0).bytes(4096), "unsupported_format")
     _refused("bad\0name.png")
     _refused("x" * 5000, "unreadable")
 

@@ -61,8 +61,8 @@ def test_bad_method_target_layer_are_user_errors(bundle, original):
 def test_layer_override_and_inference_mode(bundle, original):
     """A caller inside inference_mode still gets gradients; an earlier layer gives a finer, other map."""
     with torch.inference_mode():
-        default = explain_pixels(bundle, original)
-        early = explain_pixels(bundle, original, layer="features.1")
+        default = explain_pixels(bundle, original, method="gradcam")
+        early = explain_pixels(bundle, original, method="gradcam", layer="features.1")
     assert early.shape == original.shape and early.std() > 0.01
     assert np.abs(default - early).mean() > 0.02
 
@@ -122,10 +122,12 @@ def test_heatmap_peaks_where_the_evidence_is(original, rule, method):
     assert r0 - 0.06 * h <= pr <= r1 + 0.06 * h and c0 - 0.06 * w <= pc <= c1 + 0.06 * w, (pr, pc)
     inside = hm[r0:r1, c0:c1].mean()
     outside = np.concatenate([hm[: r0 // 2].ravel(), hm[(r1 + h) // 2 :].ravel()]).mean()
-    assert inside > 0.3 and outside < 0.1 * inside
+    # RISE (random 8×8 masks) spreads its heat; integrated gradients weights the square unevenly
+    loose = method in ("rise", "integrated-gradients")
+    assert inside > (0.15 if loose else 0.3) and outside < 0.1 * inside
     if rule == "letterbox":
         # the padding bands were cropped out, so the map's own frame matches the image's
-        assert hm[h // 2, w // 2] < 0.1 and hm.max() > 0.9
+        assert hm[h // 2, w // 2] < (0.2 if loose else 0.1) and hm.max() > 0.9
 
 
 def test_center_crop_margins_get_zero(original):

@@ -32,7 +32,8 @@ def test_predict_folder_csv_and_json(tiny_bundle, mixed_folder, tmp_path):
     res = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(mixed_folder), "--out", str(out)])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 3 and list(rows[0]) == ["path", "probability", "decision", "threshold", "ood", "ood_score", "error"]
+    assert len(rows) == 3 and list(rows[0]) == ["path", "probability", "decision", "threshold", "ood", "ood_score",
+                                                  "population", "population_score", "error"]
     by_name = {Path(r["path"]).name: r for r in rows}
     good = by_name["good.jpeg"]
     expected = Predictor(tiny_bundle, backend="torch").predict_paths([mixed_folder / "good.jpeg"])
@@ -40,7 +41,7 @@ def test_predict_folder_csv_and_json(tiny_bundle, mixed_folder, tmp_path):
     assert good["error"] == "" and float(good["probability"]) == pytest.approx(p.probability, abs=1e-5)
     assert good["decision"] == p.decision
     assert "empty" in by_name["empty.jpeg"]["error"] and by_name["empty.jpeg"]["probability"] == ""
-    assert "not an image" in by_name["notes.txt"]["error"]
+    assert "not a JPEG, PNG or DICOM" in by_name["notes.txt"]["error"]
 
     res = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(mixed_folder), "--json", "--backend", "torch"])
     assert res.exit_code == 0, res.output
@@ -54,7 +55,7 @@ def test_predict_glob_and_missing_file(tiny_bundle, mixed_folder):
     items = expand_inputs([str(mixed_folder / "*.jpeg"), str(mixed_folder / "nope.png")])
     assert [Path(i).name for i in items] == ["empty.jpeg", "good.jpeg", "nope.png"]
     res = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(mixed_folder / "nope.png")])
-    assert res.exit_code == 0 and "no such file" in res.stdout
+    assert res.exit_code == 1 and "no such file" in res.stdout  # every input failed: a non-zero exit
 
 
 def test_default_bundle_lookup(tiny_bundle, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from PIL import Image
 from pneumo.bundle import load_bundle
 from pneumo.data import read_image
 from pneumo.inference import Predictor
+from pneumo.inference.ood import fit_ood
 from pneumo.server import ServerSettings, create_app
 from server_support import PATIENT, make_dicom
 
@@ -23,7 +24,7 @@ from server_support import PATIENT, make_dicom
 def served(tiny_bundle, tmp_path_factory):
     db = tmp_path_factory.mktemp("audit") / "audit.sqlite"
     app = create_app(tiny_bundle, ServerSettings(audit_db=str(db), threads=1, queue=4))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         yield client, app, db
 
 
@@ -154,7 +155,7 @@ def test_catch_all_500_hides_the_trace(tiny_bundle, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret internal detail")
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
         monkeypatch.setattr(app.state.engine, "analyse", boom)
         r = post(client, b"\x89PNG\r\n\x1a\n" + b"0" * 100, name="x.png", ctype="image/png")
     assert r.status_code == 500
@@ -165,15 +166,14 @@ def test_catch_all_500_hides_the_trace(tiny_bundle, tmp_path, monkeypatch):
 
 
 def test_ood_refusal_when_the_bundle_has_a_detector(tiny_bundle, small_samples, tmp_path):
-    ood = pytest.importorskip("pneumo.inference.ood")
     bundle = shutil.copytree(tiny_bundle, tmp_path / "tiny-ood")
-    ood.fit_ood(bundle, [s for s in small_samples if s.split == "train"], [s for s in small_samples if s.split == "val"])
+    fit_ood(bundle, [s for s in small_samples if s.split == "train"], [s for s in small_samples if s.split == "val"])
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 256, (400, 400), dtype=np.uint8))
     buf = io.BytesIO()
     noise.save(buf, format="PNG")
     app = create_app(bundle, ServerSettings(audit_db=str(tmp_path / "a.sqlite")))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = post(client, buf.getvalue(), name="noise.png", ctype="image/png", heatmap="true")
         xray = post(client, small_samples[0].path.read_bytes())
     assert r.status_code == 200, r.text

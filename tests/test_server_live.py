@@ -52,7 +52,9 @@ def test_concurrent_requests_all_answered_and_audited(live, val_originals):
 def page(live, chromium):
     pg = chromium.new_page(viewport={"width": 1280, "height": 860})
     outside = []
-    pg.on("request", lambda req: outside.append(req.url) if not req.url.startswith((live.url, "data:")) else None)
+    # blob: URLs are the page's own in-memory copies of the dropped file (blob:<this server>/<uuid>)
+    local = (live.url, "data:", f"blob:{live.url}")
+    pg.on("request", lambda req: outside.append(req.url) if not req.url.startswith(local) else None)
     pg.goto(live.url + "/")
     yield pg
     pg.close()

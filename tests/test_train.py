@@ -214,3 +214,34 @@ def test_same_seed_same_weights(tiny_run, small_manifest, tmp_path):
     other = train(TINY, data=small_manifest, out=tmp_path / "other", progress=False,
                   overrides=[f"data.cache_dir={out.parent / 'cache'}", "seed=1"])
     assert load_bundle(other).meta["weights_sha256"] != load_bundle(bundle_dir).meta["weights_sha256"]
+
+
+def test_training_cache_and_serving_give_the_same_tensor_for_jpeg_png16_and_dicom(small_samples, tmp_path):
+    """Training's cached path (decode once → resize → uint8 → normalise_batch) and serving's
+    (read_image → preprocess) must feed the model the same tensor for every format, not only for the
+    224² JPEGs where no resize happens: the only allowed difference is the cache's uint8 step."""
+    import numpy as np
+    from PIL import Image
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicom_support import new_dataset, to_bytes
+    from pneumo.data import PreprocessSpec, Sample
+
+    src = read_image(small_samples[0].path)[0]
+    big = np.asarray(Image.fromarray((src * 65535).astype(np.uint16)).resize((301, 257)), dtype=np.uint16)
+    Image.fromarray(big).save(tmp_path / "film16.png")
+    ds = new_dataset("DX", ExplicitVRLittleEndian)
+    ds.Rows, ds.Columns = big.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = big.tobytes()
+    (tmp_path / "film.dcm").write_bytes(to_bytes(ds))
+    Image.fromarray((src * 255).astype(np.uint8)).resize((333, 280)).save(tmp_path / "film.jpg", quality=90)
+    spec = PreprocessSpec(size=128)
+    step = 1.0 / 255.0 / spec.std  # one uint8 step of the cache, in model-input units
+    for name in ("film.jpg", "film16.png", "film.dcm"):
+        path = tmp_path / name
+        cached, _ = load_or_decode([Sample(path, 0)], spec, None, workers=1, progress=False)
+        served = torch.from_numpy(preprocess(read_image(path)[0], spec))
+        diff = float((normalise_batch(cached, spec)[0] - served).abs().max())
+        assert diff <= 0.5 * step + 1e-5, (name, diff)

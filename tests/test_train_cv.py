@@ -22,7 +22,7 @@ from pneumo.training.augment import (
     sharpness_jitter,
 )
 from pneumo.training.config import load_config
-from pneumo.training.cv import HOLDOUT, fold_manifests, pool
+from pneumo.workflows.cv import HOLDOUT, fold_manifests, pool
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"

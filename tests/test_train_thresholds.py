@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumo.errors import ConfigError
-from pneumo.training.thresholds import (
+from pneumo.decision import (
     all_thresholds,
     binary_metrics_at,
     choose,
     sensitivity_threshold,
     youden_threshold,
 )
+from pneumo.errors import ConfigError
 
 # negatives: -3, -2, -1, 0.5 ; positives: 0.2, 1, 2, 3
 y_val = np.array([0, 0, 0, 0, 1, 1, 1, 1])

@@ -9,6 +9,13 @@ Layout::
       ood.safetensors     optional, the out-of-distribution detector's statistics
       MODEL_CARD.md       optional, written by ``pneumo card``
 
+Files derived from the weights (:data:`DERIVED_FILES`) are recorded in ``pneumo.json["derived"]`` with
+their own sha256 and the sha256 of the weights they were made from. A derived file that is not
+recorded, was made from other weights, or whose bytes changed is never used: asking for it raises a
+one-line :class:`BundleError` that names the file and the command that rebuilds it. Writing new
+weights (:func:`save_bundle`, i.e. any training into the directory) deletes every derived file first,
+so a retrained bundle can never answer with its predecessor's ONNX model or OOD statistics.
+
 ``pneumo.json`` keys: ``format_version``, ``pneumo_version``, ``name``, ``created``,
 ``architecture`` {name, kwargs}, ``preprocess`` (a :class:`PreprocessSpec`), ``class_names``,
 ``operating_point`` {rule, logit, val_sensitivity, val_specificity, ...}, ``thresholds`` (every rule
@@ -36,13 +43,31 @@ from scipy.special import expit
 from pneumo import __version__
 from pneumo.data.discover import CLASS_NAMES
 from pneumo.data.preprocess import PreprocessSpec
-from pneumo.errors import BundleError
+from pneumo.errors import BundleError, PneumoError
 from pneumo.models import PneumoNet, build_model
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "pneumo.json"
 ONNX = "model.onnx"
+INT8_ONNX = "model.int8.onnx"
+OOD = "ood.safetensors"
+CARD = "MODEL_CARD.md"
+DERIVED = "derived"
+DERIVED_FILES = (ONNX, INT8_ONNX, OOD, CARD)
+# pneumo.json blocks computed from the weights: stamped with the weights' sha256 when written.
+DERIVED_BLOCKS = ("onnx", "ood", "calibration")
+REBUILD = {
+    ONNX: "run `pneumo export {b}`",
+    INT8_ONNX: "run `pneumo export {b} --int8`",
+    OOD: "retrain the bundle, or delete {f} to run without the out-of-distribution check",
+    CARD: "run `pneumo card {b}`",
+}
+# Files are written readable by others (a service user, a read-only container mount): mkstemp's 0600
+# would make a bundle trained by one user unreadable by the one who serves it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -54,10 +79,16 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so a kill mid-write never leaves a corrupt file."""
+    """Write via a temp file + rename, so a kill mid-write never leaves a corrupt file.
+
+    The file gets the usual permissions (``0666 & ~umask``, e.g. 0644), not mkstemp's 0600."""
+    path = Path(path)
+    if path.is_dir():
+        raise PneumoError(f"{path}: is a directory; give a file name (e.g. {path / 'out.csv'})")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -66,6 +97,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_readable(tmp: str | Path, dest: str | Path) -> None:
+    """``os.replace`` after giving ``tmp`` the usual permissions: writers such as safetensors create 0600."""
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, dest)
 
 
 def atomic_write_json(path: Path, obj: dict) -> None:
@@ -80,14 +117,19 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def calibrated_probability(logits, temperature: float = 1.0) -> np.ndarray:
-    """``sigmoid(logit / temperature)`` as float64, stable for any logit: the one place where a logit
-    becomes the probability pneumo reports (predict, evaluate, export parity, cross-validation)."""
-    return expit(np.asarray(logits, dtype=np.float64) / temperature)
+def calibrated_probability(logits, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """``sigmoid(logit / temperature + bias)`` as float64, stable for any logit: the one place where a
+    logit becomes the probability pneumo reports (predict, evaluate, export parity, cross-validation).
+
+    ``bias`` carries the prevalence the probabilities assume (Platt scaling at the calibration split's
+    prevalence, shifted by ``pneumo calibrate --prevalence``); decisions are made on the raw logit, so
+    neither ``temperature`` nor ``bias`` ever moves one.
+    """
+    return expit(np.asarray(logits, dtype=np.float64) / temperature + bias)
 
 
-def probability_threshold(logit: float, temperature: float) -> float:
-    return float(calibrated_probability(logit, temperature))
+def probability_threshold(logit: float, temperature: float, bias: float = 0.0) -> float:
+    return float(calibrated_probability(logit, temperature, bias))
 
 
 @dataclass
@@ -116,18 +158,39 @@ class Bundle:
         return float(self.meta.get("temperature", 1.0))
 
     @property
+    def bias(self) -> float:
+        """Log-odds offset of the calibration (0 for temperature-only bundles)."""
+        return float(self.meta.get("calibration_bias", 0.0))
+
+    def probability(self, logits) -> np.ndarray:
+        return calibrated_probability(logits, self.temperature, self.bias)
+
+    @property
     def threshold_logit(self) -> float:
         return float(self.meta["operating_point"]["logit"])
 
     @property
     def threshold(self) -> float:
         """Probability threshold at the operating point, after calibration."""
-        return probability_threshold(self.threshold_logit, self.temperature)
+        return probability_threshold(self.threshold_logit, self.temperature, self.bias)
 
     @property
     def onnx_path(self) -> Path | None:
-        p = self.path / ONNX
-        return p if p.exists() else None
+        """``model.onnx`` if present; :class:`BundleError` if present but stale or damaged."""
+        return self.derived_file(ONNX)
+
+    def derived_file(self, name: str) -> Path | None:
+        """``BUNDLE/name`` if it exists and was derived from these weights; ``None`` if absent.
+
+        Raises :class:`BundleError` (naming the file and how to rebuild it) for a file left over from
+        other weights, one never recorded in ``pneumo.json``, or one whose bytes changed since."""
+        p = self.path / name
+        if not p.exists():
+            return None
+        problem = derived_problem(self.path, self.meta, name, self.sha256)
+        if problem:
+            raise BundleError(problem)
+        return p
 
 
 def save_bundle(
@@ -153,10 +216,12 @@ def save_bundle(
     if "logit" not in operating_point:
         raise BundleError("operating_point needs a 'logit' threshold")
     path.mkdir(parents=True, exist_ok=True)
+    for derived in DERIVED_FILES:  # made from the previous weights: never let them outlive them
+        (path / derived).unlink(missing_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path / f".{WEIGHTS}.tmp"
     save_file(state, str(tmp))
-    os.replace(tmp, path / WEIGHTS)
+    replace_readable(tmp, path / WEIGHTS)
     meta = {
         "format_version": FORMAT_VERSION,
         "pneumo_version": __version__,
@@ -197,12 +262,60 @@ def read_meta(path: str | Path) -> dict:
 
 
 def update_meta(path: str | Path, **changes) -> dict:
-    """Merge top-level keys into ``pneumo.json`` atomically (calibration, OOD, ONNX, ...)."""
+    """Merge top-level keys into ``pneumo.json`` atomically (calibration, OOD, ONNX, ...).
+
+    A block computed from the weights (:data:`DERIVED_BLOCKS`) is stamped with their sha256."""
     path = Path(path)
     meta = read_meta(path)
+    for key in DERIVED_BLOCKS:
+        if isinstance(changes.get(key), dict) and meta.get("weights_sha256"):
+            changes[key] = {**changes[key], "weights_sha256": meta["weights_sha256"]}
     meta.update(changes)
     atomic_write_json(path / META, meta)
     return meta
+
+
+def record_derived(path: str | Path, *names: str) -> dict:
+    """Record files just made from the bundle's current weights (sha256 of each + of the weights);
+    a name whose file is absent is dropped from the record."""
+    path = Path(path)
+    meta = read_meta(path)
+    weights = meta.get("weights_sha256") or sha256_file(path / WEIGHTS)
+    derived = dict(meta.get(DERIVED) or {})
+    for name in names:
+        f = path / name
+        if f.exists():
+            derived[name] = {"sha256": sha256_file(f), "weights_sha256": weights}
+        else:
+            derived.pop(name, None)
+    meta[DERIVED] = derived
+    atomic_write_json(path / META, meta)
+    return meta
+
+
+def _legacy_record(meta: dict, name: str) -> dict | None:
+    """Bundles written before ``derived`` existed: the onnx/ood blocks recorded each file's sha256 in
+    the same ``pneumo.json`` that training rewrites whole, so a block present means same weights."""
+    onnx, ood = meta.get("onnx") or {}, meta.get("ood") or {}
+    int8 = onnx.get("int8") or {}
+    for block, fname in ((onnx, ONNX), (int8, INT8_ONNX), (ood, OOD)):
+        if name == fname and block.get("sha256") and block.get("file", fname) == fname:
+            return {"sha256": block["sha256"], "weights_sha256": block.get("weights_sha256")}
+    return None
+
+
+def derived_problem(path: Path, meta: dict, name: str, weights_sha256: str) -> str | None:
+    """Why ``path/name`` must not be used with these weights, or ``None`` when it may."""
+    f = Path(path) / name
+    fix = REBUILD.get(name, "rebuild it").format(b=path, f=f)
+    rec = (meta.get(DERIVED) or {}).get(name) or _legacy_record(meta, name)
+    if rec is None:
+        return f"{f}: not recorded in pneumo.json as made from this model's weights (left over from an earlier model?); {fix}"
+    if rec.get("weights_sha256") not in (None, weights_sha256):
+        return f"{f}: made from other weights than {WEIGHTS} (stale after retraining); {fix}"
+    if sha256_file(f) != rec.get("sha256"):
+        return f"{f}: damaged or replaced (its sha256 differs from the one in pneumo.json); {fix}"
+    return None
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -212,12 +325,34 @@ def load_bundle(path: str | Path) -> Bundle:
     weights = path / WEIGHTS
     if not weights.exists():
         raise BundleError(f"{path}: no {WEIGHTS}")
+    actual = sha256_file(weights)
+    recorded = meta.get("weights_sha256")
+    if recorded and actual != recorded:
+        raise BundleError(
+            f"{weights}: damaged or replaced (its sha256 differs from the one pneumo.json was written with); "
+            "restore the bundle's own weights or retrain it"
+        )
+    cal = meta.get("calibration")
+    if isinstance(cal, dict) and cal.get("weights_sha256") not in (None, actual):
+        raise BundleError(f"{path / META}: its temperature was fitted for other weights; "
+                          f"run `pneumo calibrate {path}`")
     arch = meta["architecture"]
-    model = build_model(arch["name"], **arch.get("kwargs", {}))
+    try:
+        model = build_model(arch["name"], **arch.get("kwargs", {}))
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{path / META}: architecture {arch.get('name')!r} cannot be built: {_first_line(exc)}") from exc
     try:
         state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error types on damaged files
+        raise BundleError(f"{weights}: not a readable safetensors file ({_first_line(exc)}); restore or retrain") from exc
+    try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
-        raise BundleError(f"{weights}: weights do not fit architecture {arch['name']!r}: {exc}") from exc
+        raise BundleError(f"{weights}: weights do not fit architecture {arch['name']!r}: {_first_line(exc)}") from exc
     model.eval()
-    return Bundle(path, meta, model, sha256=meta.get("weights_sha256") or sha256_file(weights))
+    return Bundle(path, meta, model, sha256=actual)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -13,6 +13,7 @@ from pneumo import __version__
 COMMANDS: dict[str, str] = {
     "data": "pneumo.cli.data:data",
     "train": "pneumo.cli.train:train",
+    "build": "pneumo.cli.build:build",
     "evaluate": "pneumo.cli.evaluate:evaluate",
     "calibrate": "pneumo.cli.evaluate:calibrate",
     "compare": "pneumo.cli.evaluate:compare",
@@ -20,24 +21,29 @@ COMMANDS: dict[str, str] = {
     "explain": "pneumo.cli.explain:explain",
     "predict": "pneumo.cli.predict:predict",
     "export": "pneumo.cli.predict:export",
+    "gate": "pneumo.cli.gate:gate",
     "bench": "pneumo.cli.predict:bench",
     "serve": "pneumo.cli.serve:serve",
     "audit": "pneumo.cli.serve:audit",
+    "dicom-node": "pneumo.cli.dicom_node:dicom_node",
 }
 
 HELP = {
     "data": "Audit a dataset and split it by patient.",
     "train": "Train a model from a YAML config into a bundle.",
+    "build": "Make a shippable bundle from a recipe: train members, gate, calibrate, ONNX, evaluate, card.",
     "evaluate": "Clinical metrics with confidence intervals, plots and an HTML report.",
     "calibrate": "Fit temperature scaling on a validation split and store it in the bundle.",
     "compare": "Compare bundles on the same images: one table, paired tests, one ROC plot.",
     "card": "Write MODEL_CARD.md into a bundle.",
-    "explain": "Grad-CAM / Grad-CAM++ / occlusion heatmaps over X-rays.",
+    "explain": "Evidence heatmaps over X-rays (occlusion by default; Grad-CAM family, RISE, gradients).",
     "predict": "Batch prediction over files, folders or globs.",
     "export": "Export a bundle to ONNX (fp32 or int8) after a parity check.",
+    "gate": "Fit the chest-X-ray gate (is it a frontal chest radiograph?) into a bundle.",
     "bench": "Inference latency and throughput on this machine.",
     "serve": "Run the web app and REST API.",
     "audit": "Read the server's audit log.",
+    "dicom-node": "C-STORE node beside a PACS: SR + heatmap Secondary Capture back into the study.",
 }
 
 
@@ -50,10 +56,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
+        return getattr(importlib.import_module(module), attr)  # a broken verb fails loudly, never "No such command"
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, HELP.get(name, "")) for name in COMMANDS]

@@ -23,6 +23,10 @@ def run_safely(fn: Callable) -> Callable:
         except PneumoError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a file the user named cannot be read or written (permissions, disk full, ...)
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished work was kept", err=True)
             sys.exit(130)
@@ -38,6 +42,25 @@ data_option = click.option(
     help="Dataset folder or CSV manifest (default: $PNEUMO_DATA, ./data/chest_xray, ../shared/data/chest_xray).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def onnx_file_options(fn: Callable) -> Callable:
+    """``--int8`` / ``--onnx-file``: which of the bundle's ONNX models answers (predict, serve)."""
+    fn = click.option("--onnx-file", default=None, metavar="NAME|PATH",
+                      help="ONNX model to run: a file in the bundle (model.int8.onnx) or an absolute path.")(fn)
+    return click.option("--int8", is_flag=True, help="Run the bundle's int8 model (model.int8.onnx).")(fn)
+
+
+def choose_onnx(backend: str, int8: bool, onnx_file: str | None) -> tuple[str, str | None]:
+    """(backend, onnx file) from the options; asking for an ONNX file implies the ONNX backend."""
+    from pneumo.errors import ConfigError
+
+    if int8 and onnx_file:
+        raise ConfigError("give either --int8 or --onnx-file, not both")
+    onnx_file = "model.int8.onnx" if int8 else onnx_file
+    if onnx_file and backend == "torch":
+        raise ConfigError(f"--backend torch cannot run an ONNX file ({onnx_file})")
+    return ("onnx" if onnx_file else backend), onnx_file
 
 
 def emit_json(obj) -> None:

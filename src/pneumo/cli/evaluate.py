@@ -80,22 +80,36 @@ def evaluate(bundle, data, split, out, n_boot, seed, gallery, backend, as_json):
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @data_option
-@click.option("--split", default="val", show_default=True, help="Held-out split to fit the temperature on.")
+@click.option("--split", default="val", show_default=True, help="Held-out split to fit the calibration on.")
+@click.option("--method", type=click.Choice(["platt", "temperature"]), default="platt", show_default=True,
+              help="platt: temperature + bias (calibrated at the split's prevalence); temperature: T only.")
+@click.option("--prevalence", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+              help="Prevalence the probabilities should assume (e.g. your site's). Without --data, re-targets "
+                   "the bundle's existing calibration; decisions never move.")
 @json_option
 @run_safely
-def calibrate(bundle, data, split, as_json):
-    """Fit temperature scaling on a held-out split and store it in pneumo.json (decisions unchanged)."""
+def calibrate(bundle, data, split, method, prevalence, as_json):
+    """Fit the calibration on a held-out split (or re-target its prevalence) and store it in pneumo.json."""
     from pneumo.bundle import read_meta
-    from pneumo.evaluation.calibration import calibrate_bundle
+    from pneumo.evaluation.calibration import calibrate_bundle, set_prevalence
 
     read_meta(bundle)
+    if data is None and prevalence is not None:
+        block = set_prevalence(bundle, prevalence)
+        if as_json:
+            emit_json(block)
+            return
+        click.echo(f"probabilities now assume prevalence {block['prevalence']:.3f} "
+                   f"(fitted at {block['fitted_prevalence']:.3f}; bias {block['bias']:+.4f})")
+        click.echo("decisions are unchanged: the operating point is a logit")
+        return
     _, samples = _load(data, split)
-    block = calibrate_bundle(bundle, samples, split=split, progress=not as_json)
+    block = calibrate_bundle(bundle, samples, split=split, progress=not as_json, method=method, prevalence=prevalence)
     if as_json:
         emit_json(block)
         return
-    click.echo(f"temperature {block['temperature_before']:.4f} -> {block['temperature']:.4f} "
-               f"(fitted on {block['n']} images of split {split!r})")
+    click.echo(f"temperature {block['temperature_before']:.4f} -> {block['temperature']:.4f}, bias {block['bias']:+.4f} "
+               f"(fitted on {block['n']} images of split {split!r}; probabilities at prevalence {block['prevalence']:.3f})")
     for k in ("ece", "brier", "nll"):
         click.echo(f"  {k:<6} before {block[k + '_before']:.4f}  after {block[k + '_after']:.4f}")
     if block["at_bound"]:

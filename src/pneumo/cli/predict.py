@@ -5,22 +5,40 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import sys
 from pathlib import Path
 
 import click
 
-from pneumo.cli.common import data_option, emit_json, json_option, run_safely
+from pneumo.cli.common import choose_onnx, data_option, emit_json, json_option, onnx_file_options, run_safely
 
-COLUMNS = ("path", "probability", "decision", "threshold", "ood", "ood_score", "error")
+COLUMNS = ("path", "probability", "decision", "threshold", "ood", "ood_score", "population", "population_score",
+           "error")
 SKIP_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".dcm", ".dicom", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
 def split_bundle(args: tuple[str, ...]) -> tuple[Path, list[str]]:
-    """The first argument is the bundle iff it is a directory holding ``pneumo.json``; else the default model."""
+    """The first argument is the bundle iff it is a directory holding ``pneumo.json``; else the default model.
+
+    A first argument that names nothing, is not a glob and is not an image file name, followed by
+    more arguments, is a mistyped BUNDLE: refusing it beats silently answering with the default model.
+    """
+    from pneumo.errors import BundleError
     from pneumo.inference import default_bundle_path
 
-    if args and Path(args[0]).is_dir() and (Path(args[0]) / "pneumo.json").is_file():
-        return Path(args[0]), list(args[1:])
+    first = Path(args[0]) if args else None
+    if first is not None and first.is_dir() and (first / "pneumo.json").is_file():
+        return first, list(args[1:])
+    if first is not None and first.is_dir() and (first / "model.safetensors").exists():
+        raise BundleError(f"{first}: looks like a model bundle but has no pneumo.json")
+    if (first is not None and len(args) > 1 and not first.exists() and not glob.has_magic(args[0])
+            and first.suffix.lower() not in IMAGE_SUFFIXES):
+        raise BundleError(
+            f"{first}: no such bundle directory (mistyped BUNDLE?); to use the default model give only INPUT files"
+        )
     return default_bundle_path(), list(args)
 
 
@@ -59,14 +77,17 @@ def rows_to_csv(rows: list[dict]) -> str:
 @json_option
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+@onnx_file_options
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Inference threads (default: library's).")
 @run_safely
-def predict(args, out, as_json, batch_size, backend, threads):
+def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
     """Predict every image in INPUT (files, folders, globs). Without BUNDLE: $PNEUMO_MODEL or models/default.
 
-    One row per file: path, probability, decision, threshold, ood, ood_score, error. An unreadable
-    file gives an error row and the rest go on (exit 0). ood=true means "not a chest X-ray": the
-    decision is NOT_A_CHEST_XRAY and the probability is not a finding.
+    One row per file: path, probability, decision, threshold, ood, ood_score, population, population_score,
+    error. population=atypical: a chest X-ray unlike the model's validation films (results may be
+    unreliable). An unreadable file gives an error row and the rest go on; the exit status is 1 when
+    no file could be read.
+    ood=true means "not a chest X-ray": the decision is NOT_A_CHEST_XRAY and the probability is not a finding.
     """
     from pneumo.bundle import atomic_write_bytes
     from pneumo.errors import ConfigError
@@ -75,7 +96,8 @@ def predict(args, out, as_json, batch_size, backend, threads):
     bundle, inputs = split_bundle(args)
     if not inputs:
         raise ConfigError(f"no INPUT given (the first argument {args[0]} was taken as the bundle)")
-    pred = Predictor(bundle, backend=backend, threads=threads)
+    backend, onnx_file = choose_onnx(backend, int8, onnx_file)
+    pred = Predictor(bundle, backend=backend, threads=threads, onnx_file=onnx_file)
     rows = []
     for path, p, err in pred.predict_paths(expand_inputs(inputs), batch_size=batch_size, progress=True):
         rows.append({
@@ -85,6 +107,8 @@ def predict(args, out, as_json, batch_size, backend, threads):
             "threshold": None if p is None else round(p.threshold, 6),
             "ood": None if p is None else p.ood,
             "ood_score": None if p is None or p.ood_score is None else round(p.ood_score, 4),
+            "population": None if p is None else p.population,
+            "population_score": None if p is None or p.population_score is None else round(p.population_score, 4),
             "error": err,
         })
     if out is not None:
@@ -96,6 +120,10 @@ def predict(args, out, as_json, batch_size, backend, threads):
         click.echo(rows_to_csv(rows), nl=False)
     else:
         click.echo(f"{len(rows)} rows ({n_err} errors) → {out}", err=True)
+    if n_err == len(rows):
+        what = f"none of the {len(rows)} input file(s) could be read" if rows else "no files found in INPUT"
+        click.echo(f"error: {what}", err=True)
+        sys.exit(1)
 
 
 @click.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from pathlib import Path
 
@@ -13,18 +12,12 @@ from pneumo.cli.common import data_option, emit_json, json_option, run_safely
 
 
 def _fit_ood(bundle_dir: Path, run_dir: Path) -> str:
-    """Fit the OOD detector into the bundle when the inference piece provides one."""
-    try:
-        ood = importlib.import_module("pneumo.inference.ood")
-    except ImportError:
-        return "skipped (pneumo.inference.ood not available)"
-    fit = getattr(ood, "fit_ood", None)
-    if fit is None:
-        return "skipped (pneumo.inference.ood has no fit_ood)"
+    # lazy (as every import here that pulls in torch): `pneumo train --help` answers without it
     from pneumo.data import load_dataset
+    from pneumo.inference.ood import fit_ood
 
     index = load_dataset(run_dir / "manifest.csv")
-    fit(bundle_dir, index.select("train"), index.select("val"))
+    fit_ood(bundle_dir, index.select("train"), index.select("val"))
     return "fitted"
 
 
@@ -49,10 +42,20 @@ def train(config, data, out, resume, no_ood, cv, as_json, overrides):
     if cv is not None:
         _cross_validate(config, data, out, cv, as_json, overrides)
         return
+    if config is not None and resume is None:
+        from pneumo.workflows.bundle import is_recipe
+
+        if is_recipe(config):
+            from pneumo.errors import ConfigError
+
+            raise ConfigError(f"{config} is a bundle recipe (it lists members): build it with "
+                              f"pneumo build {config} --out BUNDLE_DIR")
     from pneumo.training.run import summary
     from pneumo.training.run import train as run_train
     from pneumo.training.rundir import global_rank
 
+    if resume is not None:
+        _check_checkpoint(Path(resume))
     # Lightning's progress bar writes to stdout; keep stdout for the result (--json stays parseable).
     with contextlib.redirect_stdout(sys.stderr):
         bundle = run_train(config, data=data, out=out, resume=resume, overrides=overrides)
@@ -70,9 +73,29 @@ def train(config, data, out, resume, no_ood, cv, as_json, overrides):
         click.echo(f"  {key:22s} {value:.4f}" if isinstance(value, float) else f"  {key:22s} {value}")
 
 
+def _check_checkpoint(run_dir: Path) -> None:
+    """A damaged ``last.ckpt`` is one line naming it, not Lightning's 60-line unpickling traceback."""
+    import torch  # lazy, like every verb's heavy imports: `pneumo --help` must not load PyTorch
+
+    from pneumo.errors import ConfigError
+    from pneumo.training.rundir import CHECKPOINTS, LAST
+
+    ckpt = run_dir / CHECKPOINTS / LAST
+    if not ckpt.is_file():
+        return  # training reports a run with nothing to resume
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on damaged files
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{ckpt}: not a readable checkpoint ({why}); the run cannot be resumed from it: "
+                          f"start a new run with --out, or restore the file") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ConfigError(f"{ckpt}: not a Lightning checkpoint (no state_dict); start a new run with --out")
+
+
 def _cross_validate(config, data, out, k: int, as_json: bool, overrides) -> None:
     from pneumo.errors import ConfigError
-    from pneumo.training.cv import cross_validate, format_table
+    from pneumo.workflows.cv import cross_validate, format_table
 
     if config is None:
         raise ConfigError("--cv needs --config CONFIG.yaml")

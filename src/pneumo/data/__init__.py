@@ -1,6 +1,7 @@
 """Data: reading images, preprocessing, discovering, auditing and splitting datasets."""
 
-from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, load_dataset, parse_patient
+from pneumo.data.dataset import load_dataset
+from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, parse_patient
 from pneumo.data.imageio import ImageMeta, read_image
 from pneumo.data.locate import resolve_data
 from pneumo.data.manifest import load_manifest, write_manifest

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, _split_order, load_dataset
+from pneumo.data.dataset import load_dataset
+from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, _split_order
 from pneumo.errors import PneumoError
 
 HIST_BINS = 64

@@ -271,26 +271,3 @@ def load_folders(root: Path) -> DatasetIndex:
     if skipped:
         notes.append(f"{len(skipped)} files skipped (see skipped for each reason)")
     return DatasetIndex(root, samples, skipped, notes, "folders")
-
-
-def load_dataset(root_or_manifest: str | Path) -> DatasetIndex:
-    """Discover a dataset from a folder or a ``.csv`` manifest; a clear error if there is none."""
-    from pneumo.data.manifest import load_manifest
-
-    p = Path(root_or_manifest).expanduser()
-    if not p.exists():
-        raise DatasetError(f"{p}: no such dataset folder or manifest")
-    if p.is_file():
-        if p.suffix.lower() != ".csv":
-            raise DatasetError(f"{p}: a dataset is a folder or a .csv manifest")
-        return load_manifest(p)
-    return load_folders(p)
-
-
-def __getattr__(name: str):
-    # load_manifest / write_manifest / MANIFEST_CORE moved to pneumo.data.manifest; old imports keep working
-    if name in ("load_manifest", "write_manifest", "MANIFEST_CORE"):
-        from pneumo.data import manifest
-
-        return getattr(manifest, name)
-    raise AttributeError(name)

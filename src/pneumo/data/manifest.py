@@ -8,6 +8,7 @@ paths are relative to the CSV's folder. A manifest is accepted anywhere a datase
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,8 +78,12 @@ def load_manifest(csv_path: Path) -> DatasetIndex:
     return DatasetIndex(csv_path, samples, skipped, notes, "manifest")
 
 
-def write_manifest(samples: Iterable[Sample], csv_path: Path) -> Path:
-    """Write samples as a manifest CSV (absolute paths), readable by :func:`load_manifest`; atomic."""
+def write_manifest(samples: Iterable[Sample], csv_path: Path, relative_to: Path | None = None) -> Path:
+    """Write samples as a manifest CSV, readable by :func:`load_manifest`; atomic.
+
+    Paths are absolute, or relative to ``relative_to`` (a shipped bundle's own folder, so that it
+    loads from any clone: :func:`load_manifest` resolves them against the CSV's folder).
+    """
     samples = list(samples)
     extra_cols = sorted({k for s in samples for k in s.extra if k not in MANIFEST_CORE})
     csv_path = Path(csv_path)
@@ -89,7 +94,8 @@ def write_manifest(samples: Iterable[Sample], csv_path: Path) -> Path:
         w.writerow([*MANIFEST_CORE, *extra_cols])
         for s in samples:
             w.writerow(
-                [s.path.resolve(), CLASS_NAMES[s.label], s.split or "", s.patient_id, s.pathogen or "", s.sha256 or "",
+                [s.path.resolve() if relative_to is None else os.path.relpath(s.path.resolve(), Path(relative_to).resolve()),
+                 CLASS_NAMES[s.label], s.split or "", s.patient_id, s.pathogen or "", s.sha256 or "",
                  *(s.extra.get(c, "") for c in extra_cols)]
             )
     tmp.replace(csv_path)

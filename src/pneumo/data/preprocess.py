@@ -28,6 +28,11 @@ class PreprocessSpec:
             ``letterbox`` (keep aspect, pad with black) or ``center_crop`` (keep aspect, crop the long side).
         normalise: ``unit`` leaves ``[0, 1]``; ``zscore`` maps to ``(x - mean) / std``.
         mean, std: used by ``zscore``.
+        equalise: histogram-equalise each image (256 bins, mid-rank CDF) before ``normalise``. It makes
+            the input invariant to any monotonic change of exposure (gamma, window/level, contrast,
+            brightness): on this dataset exposure differs between the classes' acquisition series, a
+            cue that does not hold on new films. :func:`equalise_hist` and
+            ``training.cache.normalise_batch`` compute the same values.
     """
 
     size: int = 224
@@ -35,6 +40,7 @@ class PreprocessSpec:
     normalise: NormRule = "zscore"
     mean: float = 0.5
     std: float = 0.25
+    equalise: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or not 16 <= self.size <= 2048:
@@ -82,8 +88,24 @@ def _pil_resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(im.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
+EQ_BINS = 256
+
+
+def equalise_hist(pixels: np.ndarray) -> np.ndarray:
+    """``[0, 1]`` H×W → each pixel's mid-rank CDF value in its image (256 bins), float32 in (0, 1).
+
+    Ties get the middle of their bin's CDF step, so an image's output has mean 0.5 whatever its exposure.
+    """
+    q = np.clip((pixels * EQ_BINS).astype(np.int64), 0, EQ_BINS - 1)
+    hist = np.bincount(q.ravel(), minlength=EQ_BINS).astype(np.float64)
+    cdf = (np.cumsum(hist) - 0.5 * hist) / q.size
+    return cdf[q].astype(np.float32)
+
+
 def normalise(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Apply the spec's intensity normalisation to already-resized pixels."""
+    if spec.equalise:
+        pixels = equalise_hist(pixels)
     if spec.normalise == "zscore":
         return (pixels - np.float32(spec.mean)) / np.float32(spec.std)
     return pixels

@@ -1,8 +1,17 @@
-"""Temperature scaling (Guo et al. 2017): one scalar ``T > 0`` so that ``sigmoid(logit / T)`` is a
-calibrated probability. Fitted by minimising the negative log-likelihood on a held-out split.
+"""Calibration: ``p = sigmoid(logit / T + b)``, fitted on a held-out split, at a stated prevalence.
 
-Decisions never change: the bundle's operating point is a logit, and dividing by a positive ``T``
-keeps every image on the same side of it (the probability threshold moves with ``T`` instead).
+Two methods, both by minimising the negative log-likelihood:
+
+- ``platt`` (default; Platt 1999): ``T`` and ``b``. Balanced class weights train a model at a 50%
+  prior; a temperature alone cannot move a prior, so a bias is needed for probabilities that are
+  calibrated at the prevalence of the data (the calibration split's, the training prevalence when it
+  is a stratified split of train).
+- ``temperature`` (Guo et al. 2017): ``T`` only, ``b = 0``.
+
+A site with another prevalence re-targets the probabilities without refitting: by Bayes, changing
+the prior from ``π₀`` to ``π`` adds ``logit(π) − logit(π₀)`` to every log-odds
+(:func:`retarget_prevalence`). Decisions never change: the operating point is a raw logit, and
+``T > 0`` and ``b`` keep every image on the same side of it (the probability threshold moves instead).
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_expit
+from scipy.special import logit as log_odds
 
 from pneumo.bundle import load_bundle, update_meta
 from pneumo.data.discover import Sample
@@ -23,9 +33,9 @@ from pneumo.evaluation.metrics import expected_calibration_error
 LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
 
 
-def nll(logit: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    """Mean binary cross-entropy of ``sigmoid(logit / T)`` (numerically stable)."""
-    z = np.asarray(logit, dtype=np.float64) / temperature
+def nll(logit: np.ndarray, y: np.ndarray, temperature: float, bias: float = 0.0) -> float:
+    """Mean binary cross-entropy of ``sigmoid(logit / T + b)`` (numerically stable)."""
+    z = np.asarray(logit, dtype=np.float64) / temperature + bias
     y = np.asarray(y, dtype=np.float64)
     return float(-(y * log_expit(z) + (1 - y) * log_expit(-z)).mean())
 
@@ -44,9 +54,34 @@ def fit_temperature(logit, y) -> float:
     return float(np.exp(res.x))
 
 
-def calibration_summary(logit, y, t_before: float, t_after: float) -> dict:
+def fit_platt(logit, y) -> tuple[float, float]:
+    """``(T, b)`` minimising the NLL of ``sigmoid(logit / T + b)``; ``T`` is kept within the temperature bounds."""
+    logit = np.asarray(logit, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if y.size == 0:
+        raise DatasetError("cannot fit a calibration on zero images")
+    t0 = fit_temperature(logit, y)
+
+    def loss(v: np.ndarray) -> float:
+        return nll(logit, y, float(np.exp(np.clip(v[0], *LOG_T_BOUNDS))), float(v[1]))
+
+    res = minimize(loss, x0=np.array([np.log(t0), 0.0]), method="Nelder-Mead",
+                   options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 2000})
+    return float(np.exp(np.clip(res.x[0], *LOG_T_BOUNDS))), float(res.x[1])
+
+
+def retarget_prevalence(bias: float, from_prevalence: float, to_prevalence: float) -> float:
+    """The bias that gives the same model's probabilities at ``to_prevalence`` instead (Bayes' rule on the prior)."""
+    for name, p in (("from_prevalence", from_prevalence), ("to_prevalence", to_prevalence)):
+        if not 0.0 < p < 1.0:
+            raise DatasetError(f"{name} must be a prevalence strictly between 0 and 1, got {p!r}")
+    return float(bias + log_odds(to_prevalence) - log_odds(from_prevalence))
+
+
+def calibration_summary(logit, y, t_before: float, t_after: float, b_before: float = 0.0, b_after: float = 0.0) -> dict:
     """ECE, Brier and NLL before/after for the same logits."""
-    p0, p1 = expit(np.asarray(logit, dtype=np.float64) / t_before), expit(np.asarray(logit, dtype=np.float64) / t_after)
+    z = np.asarray(logit, dtype=np.float64)
+    p0, p1 = expit(z / t_before + b_before), expit(z / t_after + b_after)
     y = np.asarray(y, dtype=np.float64)
     return {
         "temperature_before": float(t_before),
@@ -55,18 +90,22 @@ def calibration_summary(logit, y, t_before: float, t_after: float) -> dict:
         "ece_after": expected_calibration_error(y, p1),
         "brier_before": float(np.mean((p0 - y) ** 2)),
         "brier_after": float(np.mean((p1 - y) ** 2)),
-        "nll_before": nll(logit, y, t_before),
-        "nll_after": nll(logit, y, t_after),
+        "nll_before": nll(logit, y, t_before, b_before),
+        "nll_after": nll(logit, y, t_after, b_after),
     }
 
 
 def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: str | None = None,
-                     progress: bool = False, logits: np.ndarray | None = None) -> dict:
-    """Fit the temperature on ``samples`` and store it (plus a ``calibration`` block) in ``pneumo.json``.
+                     progress: bool = False, logits: np.ndarray | None = None, method: str = "platt",
+                     prevalence: float | None = None) -> dict:
+    """Fit the calibration on ``samples`` and store it (plus a ``calibration`` block) in ``pneumo.json``.
 
-    Returns the calibration block. ``logits`` may be given to skip prediction (e.g. from training).
-    Unreadable images are skipped and counted.
+    The probabilities are calibrated at the samples' own prevalence, then re-targeted to
+    ``prevalence`` when one is given. Returns the calibration block. ``logits`` may be given to skip
+    prediction (e.g. from training). Unreadable images are skipped and counted.
     """
+    if method not in ("platt", "temperature"):
+        raise DatasetError(f"calibration method must be platt or temperature, got {method!r}")
     from pneumo.evaluation.runner import predict_samples
     from pneumo.inference import Predictor
 
@@ -80,11 +119,21 @@ def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: s
     y = np.array([s.label for s in samples], dtype=np.float64)
     if len(set(y.tolist())) < 2:
         raise DatasetError(f"calibration needs both NORMAL and PNEUMONIA images; got {len(y)} of one class")
-    t = fit_temperature(logits, y)
-    at_bound = bool(min(abs(np.log(t) - b) for b in LOG_T_BOUNDS) < 1e-3)
-    summary = calibration_summary(logits, y, bundle.temperature, t)
+    if method == "platt":
+        t, b = fit_platt(logits, y)
+    else:
+        t, b = fit_temperature(logits, y), 0.0
+    at_bound = bool(min(abs(np.log(t) - lb) for lb in LOG_T_BOUNDS) < 1e-3)
+    summary = calibration_summary(logits, y, bundle.temperature, t, bundle.bias, b)
+    fitted_prevalence = float(y.mean())
+    target = fitted_prevalence if prevalence is None else float(prevalence)
+    bias = retarget_prevalence(b, fitted_prevalence, target)
     block = {
-        "method": "temperature scaling (NLL, scipy bounded)",
+        "method": ("Platt scaling: sigmoid(logit / T + b), NLL" if method == "platt"
+                   else "temperature scaling (NLL, scipy bounded)"),
+        "fitted_prevalence": fitted_prevalence,
+        "fitted_bias": b,
+        "prevalence": target,
         "split": split or (samples[0].split if samples else None),
         "n": int(len(y)),
         "n_unreadable": len(skipped),
@@ -92,5 +141,18 @@ def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: s
         **{k: v for k, v in summary.items() if k != "temperature"},
         "fitted": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    update_meta(bundle.path, temperature=t, calibration=block)
-    return {"temperature": t, **block}
+    update_meta(bundle.path, temperature=t, calibration_bias=bias, calibration=block)
+    return {"temperature": t, "bias": bias, **block}
+
+
+def set_prevalence(bundle_dir: str | Path, prevalence: float) -> dict:
+    """Re-target a calibrated bundle's probabilities to a site's ``prevalence`` (decisions unchanged)."""
+    bundle = load_bundle(bundle_dir)
+    block = dict(bundle.meta.get("calibration") or {})
+    if "fitted_prevalence" not in block:
+        raise DatasetError(f"{bundle.path}: its calibration states no prevalence; run pneumo calibrate with --data first")
+    bias = retarget_prevalence(float(block.get("fitted_bias", 0.0)), float(block["fitted_prevalence"]), prevalence)
+    block["prevalence"] = float(prevalence)
+    block["retargeted"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    update_meta(bundle.path, calibration_bias=bias, calibration=block)
+    return {"temperature": bundle.temperature, "bias": bias, **block}

@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-from pneumo.bundle import atomic_write_bytes, read_meta
+from pneumo.bundle import atomic_write_bytes, read_meta, record_derived
 from pneumo.errors import ConfigError
 from pneumo.evaluation.metrics import METRIC_LABELS
 from pneumo.evaluation.report import fmt
@@ -79,7 +79,7 @@ def _details(meta: dict, n_params: str) -> list[str]:
         f"- Name: `{meta.get('name', NR)}`; pneumo version {meta.get('pneumo_version', NR)}; created {meta.get('created', NR)}",
         f"- Architecture: `{arch.get('name', NR)}` with {json.dumps(arch.get('kwargs', {}))}; {n_params} parameters",
         f"- Input: one grey channel, preprocessing {json.dumps(meta.get('preprocess', {}))}",
-        "- Output: one logit for PNEUMONIA; probability = sigmoid(logit / temperature)",
+        "- Output: one logit for PNEUMONIA; probability = sigmoid(logit / temperature + bias)",
         f"- Weights: `model.safetensors`, sha256 `{meta.get('weights_sha256', NR)}`",
         "- Licence of the code: Apache-2.0. Contact: the team that trained this bundle.",
     ]
@@ -87,28 +87,38 @@ def _details(meta: dict, n_params: str) -> list[str]:
 
 def _operating_point(meta: dict) -> list[str]:
     op = meta.get("operating_point", {})
-    t = float(meta.get("temperature", 1.0))
+    t, b = float(meta.get("temperature", 1.0)), float(meta.get("calibration_bias", 0.0))
     lines = ["## Operating point", f"- Rule: {op.get('rule', NR)}; decision PNEUMONIA iff logit ≥ {fmt(op.get('logit'), 4)}"
-             f" (probability ≥ {fmt(_sig(op.get('logit'), t), 4)} at temperature {fmt(t, 3)})"]
+             f" (probability ≥ {fmt(_sig(op.get('logit'), t, b), 4)} at temperature {fmt(t, 3)}, bias {fmt(b, 3)})"]
     for k in ("val_sensitivity", "val_specificity"):
         if k in op:
             lines.append(f"- {k.replace('_', ' ')} when chosen: {fmt(float(op[k]))}")
+    if op.get("rule") == "sensitivity_under_shift":
+        lines.append(f"- Chosen so that sensitivity, pooled over the validation images under {op.get('n_shifts')} "
+                     f"acquisition shifts (framing, aspect, margins, rotation, markers, sharpness, source resolution, "
+                     f"exposure, JPEG, noise; `pneumo.evaluation.shifts`), is ≥ {fmt(op.get('target'))}: pooled "
+                     f"sensitivity {fmt(op.get('pooled_sensitivity'))}, specificity {fmt(op.get('pooled_specificity'))}")
     return lines
 
 
-def _sig(logit, t):
+def _sig(logit, t, b=0.0):
     import math
 
-    return None if logit is None else 1 / (1 + math.exp(-float(logit) / t))
+    return None if logit is None else 1 / (1 + math.exp(-(float(logit) / t + b)))
 
 
 def _calibration(meta: dict) -> list[str]:
     cal = meta.get("calibration")
     if not cal:
         return ["## Calibration", "- Not calibrated (temperature 1.0 unless stated above); probabilities may be over-confident."]
+    prev = cal.get("prevalence")
     return ["## Calibration",
-            f"- Temperature scaling fitted on split `{cal.get('split')}` ({cal.get('n')} images) on {cal.get('fitted', NR)}: "
-            f"T = {fmt(float(meta.get('temperature', 1.0)), 3)}",
+            f"- {cal.get('method', 'Temperature scaling')} fitted on split `{cal.get('split')}` ({cal.get('n')} images) "
+            f"on {cal.get('fitted', NR)}: T = {fmt(float(meta.get('temperature', 1.0)), 3)}, "
+            f"bias {fmt(float(meta.get('calibration_bias', 0.0)), 3)}",
+            f"- **Probabilities assume a pneumonia prevalence of {fmt(prev, 3)}**"
+            + (f" (fitted at {fmt(cal.get('fitted_prevalence'), 3)}, the calibration split's)" if prev is not None else "")
+            + ". A site with another prevalence runs `pneumo calibrate BUNDLE --prevalence P`; decisions do not move.",
             f"- ECE {fmt(cal.get('ece_before'))} → {fmt(cal.get('ece_after'))}; Brier {fmt(cal.get('brier_before'))} → "
             f"{fmt(cal.get('brier_after'))} (on the calibration split itself — optimistic)"]
 
@@ -164,6 +174,30 @@ def _eval_block(meta: dict, ev: dict) -> list[str]:
     return lines
 
 
+def _gate(meta: dict) -> list[str]:
+    """The two questions asked before any finding, in the words the page and the API use."""
+    gate, ood = meta.get("gate") or {}, meta.get("ood") or {}
+    out = ["## Before any finding: two questions"]
+    if gate.get("fitted"):
+        ho = gate.get("held_out") or {}
+        ext = gate.get("external") or {}
+        out.append(f"- *Is this a frontal chest radiograph?* A gate independent of this model ({gate.get('method', NR)}) "
+                   f"refuses anything else as `NOT_A_CHEST_XRAY`, with no finding. It accepted "
+                   f"{ho.get('accept_rate', float('nan')):.1%} of {ho.get('n', NR)} held-out training-set X-rays; "
+                   f"other sources it learnt from: {', '.join(ext.get('sources') or []) or 'none'}.")
+    else:
+        out.append("- No chest-X-ray gate in this bundle: images are refused only by the population check below.")
+    if ood.get("fitted") and not gate.get("fitted"):
+        out.append(f"- A Mahalanobis score on the model's features (threshold {ood.get('threshold', float('nan')):.3g}) "
+                   "refuses films unlike the training X-rays.")
+    elif ood.get("fitted"):
+        out.append(f"- *Is it like the films the model was validated on?* A Mahalanobis score on the model's features "
+                   f"(threshold {ood.get('threshold', float('nan')):.3g}, {ood.get('accept_rate_val', float('nan')):.1%} "
+                   "of validation films under it). Above it the answer is given with `population: atypical` and "
+                   "the warning \"outside the population this model was validated on: results may be unreliable\".")
+    return out
+
+
 def render_card(meta: dict, ev: dict | None = None, n_params: str = NR) -> str:
     """The card's Markdown from ``pneumo.json`` content and an optional evaluation ``metrics.json``."""
     parts = [
@@ -186,6 +220,7 @@ def render_card(meta: dict, ev: dict | None = None, n_params: str = NR) -> str:
         *_data(meta),
         *_evaluation(meta, ev),
         *_calibration(meta),
+        *_gate(meta),
         "## Known limitations", LIMITATIONS,
         "## Ethical considerations", ETHICS,
         "## Citation",
@@ -211,4 +246,5 @@ def write_card(bundle_dir: str | Path, eval_dir: str | Path | None = None) -> Pa
     text = render_card(meta, _load_eval(Path(eval_dir) if eval_dir else None), n_params)
     path = bundle_dir / CARD
     atomic_write_bytes(path, text.encode("utf-8"))
+    record_derived(bundle_dir, CARD)
     return path

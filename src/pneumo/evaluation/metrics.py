@@ -26,10 +26,10 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
     roc_auc_score,
-    roc_curve,
 )
 
 from pneumo.bundle import probability_threshold
+from pneumo.decision import youden_threshold
 from pneumo.evaluation.stats import bootstrap_cis
 
 NAN = float("nan")
@@ -116,7 +116,7 @@ def metrics_with_ci(y, logit, prob, threshold_logit: float, groups, n_boot: int 
     return {k: {"value": point[k], **cis[k]} for k in METRICS}
 
 
-def oracle_threshold(y, logit, temperature: float = 1.0) -> dict:
+def oracle_threshold(y, logit, temperature: float = 1.0, bias: float = 0.0) -> dict:
     """The Youden-optimal threshold ON THIS DATA (max sensitivity + specificity − 1).
 
     Optimistic by construction — picking the threshold on the data you score is exactly the mistake
@@ -125,21 +125,14 @@ def oracle_threshold(y, logit, temperature: float = 1.0) -> dict:
     y = np.asarray(y, dtype=int)
     if y.min(initial=1) != 0 or y.max(initial=0) != 1:
         return {}
-    try:  # the training engineer's rule, so "youden" means the same thing everywhere
-        from pneumo.training.thresholds import youden_threshold
-
-        point = youden_threshold(y, logit)
-        t, sens, spec = point["logit"], point["val_sensitivity"], point["val_specificity"]
-    except (ImportError, AttributeError):
-        fpr, tpr, thr = roc_curve(y, np.asarray(logit, dtype=np.float64))
-        best = int(np.argmax(tpr - fpr))
-        t, sens, spec = float(min(thr[best], np.finfo(np.float32).max)), float(tpr[best]), float(1 - fpr[best])
+    point = youden_threshold(y, logit)
+    t, sens, spec = point["logit"], point["val_sensitivity"], point["val_specificity"]
     pred = np.asarray(logit) >= t
     return {
         "label": "oracle (best threshold on THIS data — not a valid estimate)",
         "rule": "youden",
         "threshold_logit": float(t),
-        "threshold_probability": probability_threshold(t, temperature),
+        "threshold_probability": probability_threshold(t, temperature, bias),
         "sensitivity": float(sens),
         "specificity": float(spec),
         "youden_j": float(sens + spec - 1),

@@ -3,8 +3,8 @@
 Every image is inlined as a base64 PNG and there is no script, font or stylesheet from anywhere
 else, so the file opens offline and can be mailed as one attachment.
 
-Gallery heatmaps: if ``pneumo.explain`` provides ``explain_pixels`` and ``overlay_png``, the worst
-false positives / negatives are shown with Grad-CAM overlays; otherwise as plain thumbnails.
+Gallery: the worst false positives / negatives, each with the evidence for its (wrong) decision,
+drawn by the same explainer as the page (``pneumo.explain.explain_decision``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pneumo.data.discover import Sample
 from pneumo.data.imageio import read_image
 from pneumo.errors import PneumoError
 from pneumo.evaluation.metrics import METRIC_LABELS
+from pneumo.explain import explain_decision, overlay_png
 
 GALLERY_SIZE = 8
 THUMB = 256
@@ -45,15 +46,6 @@ def _thumbnail(png_or_pixels) -> bytes:
     return buf.getvalue()
 
 
-def _explainer():
-    """``(explain_pixels, overlay_png)`` from ``pneumo.explain`` if it offers them, else ``None``."""
-    try:
-        from pneumo.explain import explain_pixels, overlay_png
-    except (ImportError, AttributeError):
-        return None
-    return explain_pixels, overlay_png
-
-
 def _shrink(a: np.ndarray, long_side: int = OVERLAY_SIDE) -> np.ndarray:
     """Bilinear downscale of an ``H×W`` float map for display only (keeps the aspect ratio)."""
     h, w = a.shape
@@ -64,24 +56,22 @@ def _shrink(a: np.ndarray, long_side: int = OVERLAY_SIDE) -> np.ndarray:
     return np.asarray(im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR))
 
 
-def _case_image(bundle, sample: Sample, caption: str, explainer) -> tuple[bytes, str]:
-    """The heatmap is computed on the ORIGINAL pixels (what the model saw); only the picture is shrunk."""
+def _case_image(bundle, sample: Sample, caption: str, decision: str) -> tuple[bytes, str]:
+    """The evidence for the (wrong) decision, computed on the ORIGINAL pixels (what the model saw) with the
+    default method the page uses; only the picture is shrunk."""
     pixels = read_image(sample.path)[0]
-    if explainer is not None:
-        try:
-            heat = explainer[0](bundle, pixels, method="gradcam")
-            png = explainer[1](_shrink(pixels), np.clip(_shrink(heat), 0, 1), caption)
-            return _thumbnail(png), "gradcam overlay"
-        except Exception as exc:  # an optional upgrade must never sink the report
-            return _thumbnail(pixels), f"thumbnail (heatmap failed: {type(exc).__name__})"
-    return _thumbnail(pixels), "thumbnail"
+    try:
+        ev = explain_decision(bundle, pixels, decision)
+    except (PneumoError, RuntimeError, ValueError) as exc:  # a gallery picture must never sink the report
+        return _thumbnail(pixels), f"thumbnail (heatmap failed: {type(exc).__name__})"
+    png = overlay_png(_shrink(pixels), np.clip(_shrink(ev.heatmap), 0, 1), caption)
+    return _thumbnail(png), f"{ev.method} overlay: {ev.shows}"
 
 
 def error_gallery(bundle, kept: Sequence[Sample], y, logit, prob, n: int = GALLERY_SIZE) -> dict[str, list[dict]]:
     """The ``n`` most confident false positives and false negatives at the operating point."""
     y, logit, prob = np.asarray(y), np.asarray(logit), np.asarray(prob)
     pred = logit >= bundle.threshold_logit
-    explainer = _explainer()
     out: dict[str, list[dict]] = {}
     for key, mask, order in (("false_positives", (y == 0) & pred, -1), ("false_negatives", (y == 1) & ~pred, 1)):
         idx = np.flatnonzero(mask)
@@ -91,7 +81,7 @@ def error_gallery(bundle, kept: Sequence[Sample], y, logit, prob, n: int = GALLE
             s = kept[i]
             caption = f"{s.path.name}  p(PNEUMONIA)={prob[i]:.3f}"
             try:
-                png, kind = _case_image(bundle, s, caption, explainer)
+                png, kind = _case_image(bundle, s, caption, "PNEUMONIA" if pred[i] else "NORMAL")
             except PneumoError as exc:
                 png, kind = b"", f"unreadable: {exc}"
             cases.append({"path": str(s.path), "patient": s.group, "probability": float(prob[i]),

@@ -111,7 +111,7 @@ def score(y, logit, prob, bundle: Bundle, kept: Sequence[Sample], n_boot: int, s
         "confusion": M.confusion(y, logit, thr),
         "pathogen_sensitivity": M.pathogen_sensitivity(y, logit, thr, [s.pathogen for s in kept], groups, n_boot, seed),
         "subgroups": M.subgroup_metrics(y, logit, prob, thr, [s.extra for s in kept], groups, n_boot, seed),
-        "oracle": M.oracle_threshold(y, logit, bundle.temperature),
+        "oracle": M.oracle_threshold(y, logit, bundle.temperature, bundle.bias),
     }
 
 

@@ -17,9 +17,9 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from pneumo.explain.core import _normalise, explain_tensor
+from pneumo.explain.core import DEFAULT_METHOD, _normalise, explain_tensor
 
-DEFAULT_BOUND = 0.5
+DEFAULT_BOUND = 0.30  # issue 17: the default explanation must stay at or below this
 # A random network's Grad-CAM is often all-zero (the ReLU'd class evidence is negative everywhere), which
 # would "pass" trivially; we then try the next seed, up to this many, and report the seed used.
 SEED_TRIES = 5
@@ -57,18 +57,26 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return rho, ssim
 
 
-def gradient_explainer(method: str = "gradcam", target: str = "pneumonia", layer: str | None = None) -> Explainer:
+def gradient_explainer(method: str = DEFAULT_METHOD, target: str = "pneumonia", layer: str | None = None) -> Explainer:
     return lambda model, x: explain_tensor(model, x, method=method, target=target, layer=layer)
+
+
+def decision_targets(model: nn.Module, inputs: Sequence[np.ndarray], threshold_logit: float) -> list[str]:
+    """The class each input's map explains when the map shows the trained model's decision."""
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(np.stack([np.asarray(x, np.float32) for x in inputs]))).reshape(-1)
+    return ["pneumonia" if float(z) >= threshold_logit else "normal" for z in logits]
 
 
 def sanity_check(
     model: nn.Module,
     inputs: Sequence[np.ndarray],
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
     target: str = "pneumonia",
     layer: str | None = None,
     *,
     explainer: Explainer | None = None,
+    threshold_logit: float | None = None,
     bound: float = DEFAULT_BOUND,
     seed: int = 0,
 ) -> dict:
@@ -76,13 +84,18 @@ def sanity_check(
 
     Keys: ``method``, ``n_images``, ``spearman_mean``, ``abs_spearman_mean``, ``ssim_mean``,
     ``per_image`` [{spearman, ssim}], ``random_seed``, ``n_flat_random_maps``, ``inconclusive``
-    (most random maps flat even after :data:`SEED_TRIES` seeds), ``bound``, ``passed`` (mean |Spearman| < bound).
+    (most random maps flat even after :data:`SEED_TRIES` seeds), ``bound``, ``passed`` (mean |Spearman| ≤ bound).
+    ``target="decision"``: each map explains the trained model's decision at ``threshold_logit``.
     """
-    explain = explainer or gradient_explainer(method, target, layer)
-    trained = [explain(model, x) for x in inputs]
+    if target == "decision":  # each map explains the trained model's own decision, as the page shows it
+        targets = decision_targets(model, inputs, 0.0 if threshold_logit is None else threshold_logit)
+        explains = [explainer or gradient_explainer(method, t, layer) for t in targets]
+    else:
+        explains = [explainer or gradient_explainer(method, target, layer)] * len(inputs)
+    trained = [f(model, x) for f, x in zip(explains, inputs, strict=True)]
     for attempt in range(SEED_TRIES):
         random_model = randomise(model, seed=seed + attempt)
-        randoms = [explain(random_model, x) for x in inputs]
+        randoms = [f(random_model, x) for f, x in zip(explains, inputs, strict=True)]
         n_flat = sum(float(np.ptp(r)) == 0.0 for r in randoms)
         if 2 * n_flat <= len(randoms):
             break
@@ -105,6 +118,6 @@ def sanity_check(
         "n_flat_random_maps": n_flat,
         "inconclusive": bool(2 * n_flat > len(rows)),
         "bound": bound,
-        "passed": bool(len(rows) and abs_mean < bound),
+        "passed": bool(len(rows) and abs_mean <= bound),
         "per_image": rows,
     }

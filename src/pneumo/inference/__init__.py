@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from pneumo.errors import BundleError
+from pneumo.inference.gate import ChestGate, fit_gate
 from pneumo.inference.ood import OODDetector, fit_ood, image_statistics
-from pneumo.inference.predictor import NOT_A_CXR, Prediction, Predictor
+from pneumo.inference.predictor import ATYPICAL_WARNING, NOT_A_CXR, Prediction, Predictor
 
 MODEL_ENV = "PNEUMO_MODEL"
 DEFAULT_BUNDLE = Path("models") / "default"
@@ -34,11 +35,14 @@ def default_bundle_path() -> Path:
 
 
 __all__ = [
+    "ATYPICAL_WARNING",
     "NOT_A_CXR",
+    "ChestGate",
     "OODDetector",
     "Prediction",
     "Predictor",
     "default_bundle_path",
+    "fit_gate",
     "fit_ood",
     "image_statistics",
 ]

@@ -97,7 +97,7 @@ def sample_jpeg(tmp: Path, data: str | Path | None = None) -> Path:
     """A real X-ray JPEG from the dataset when one can be found, else a synthetic 1024² JPEG."""
     from PIL import Image
 
-    from pneumo.data.discover import load_dataset
+    from pneumo.data.dataset import load_dataset
     from pneumo.data.locate import resolve_data
     from pneumo.errors import PneumoError
 

@@ -15,7 +15,6 @@ down-conversion. The dynamo exporter is the fallback if the legacy one raises.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumo.bundle import Bundle, calibrated_probability, load_bundle, sha256_file, update_meta
-from pneumo.data.discover import Sample, load_dataset
+from pneumo.bundle import Bundle, load_bundle, record_derived, replace_readable, sha256_file, update_meta
+from pneumo.data.dataset import load_dataset
+from pneumo.data.discover import Sample
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess
 from pneumo.errors import ConfigError, PneumoError
@@ -131,7 +131,7 @@ def check_parity(bundle: Bundle, onnx_path: Path, x: np.ndarray, tol: float = PA
     with torch.inference_mode():
         t_logit, t_emb = LogitAndEmbedding(bundle.model)(torch.from_numpy(x))
     o_logit, o_emb = _ort_outputs(onnx_path, x)
-    dp = float(np.max(np.abs(calibrated_probability(t_logit.numpy(), bundle.temperature) - calibrated_probability(o_logit, bundle.temperature))))
+    dp = float(np.max(np.abs(bundle.probability(t_logit.numpy()) - bundle.probability(o_logit))))
     out = {
         "max_abs_diff": dp,
         "max_abs_diff_logit": float(np.max(np.abs(t_logit.numpy() - o_logit))),
@@ -168,15 +168,16 @@ def export_bundle(
         block = {"file": ONNX_FILE, "opset": OPSET if exporter == "torchscript" else _opset(tmp),
                  "exporter": exporter, "outputs": ["logit", "embedding"], "parity": parity, "int8": None}
         int8_info = quantise_int8(bundle, tmp, int8_tmp, samples, x, data) if int8 else None
-        os.replace(tmp, path / ONNX_FILE)
+        replace_readable(tmp, path / ONNX_FILE)
         block["sha256"] = sha256_file(path / ONNX_FILE)
         if int8_info is not None and int8_info["accepted"]:
-            os.replace(int8_tmp, path / INT8_FILE)
+            replace_readable(int8_tmp, path / INT8_FILE)
             int8_info["sha256"] = sha256_file(path / INT8_FILE)
         else:  # a previous int8 file no longer matches this export
             (path / INT8_FILE).unlink(missing_ok=True)
         block["int8"] = int8_info
         update_meta(path, onnx=block)
+        record_derived(path, ONNX_FILE, INT8_FILE)  # both made from these weights (or int8 now gone)
     finally:
         tmp.unlink(missing_ok=True)
         int8_tmp.unlink(missing_ok=True)

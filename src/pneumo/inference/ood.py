@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from pneumo.bundle import Bundle, load_bundle, read_meta, sha256_file, update_meta
+from pneumo.bundle import (
+    Bundle,
+    load_bundle,
+    read_meta,
+    record_derived,
+    replace_readable,
+    sha256_file,
+    update_meta,
+)
 from pneumo.data.discover import Sample
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess, resize_image
@@ -124,6 +132,8 @@ class OODDetector:
         f = path / OOD_FILE
         if not block.get("fitted") or not f.exists():
             return None
+        if isinstance(bundle, Bundle):
+            bundle.derived_file(OOD_FILE)  # refuses statistics left over from other weights
         try:
             t = load_file(str(f))
         except Exception as exc:  # safetensors raises its own error types on damaged files
@@ -210,7 +220,8 @@ def fit_ood(
     path = Path(bundle_dir)
     tmp = path / f".{OOD_FILE}.tmp"
     save_file(det.tensors(), str(tmp))
-    tmp.replace(path / OOD_FILE)
+    replace_readable(tmp, path / OOD_FILE)
     block["sha256"] = sha256_file(path / OOD_FILE)
     update_meta(path, ood=block)
+    record_derived(path, OOD_FILE)
     return block

@@ -48,6 +48,7 @@ def compact_cnn(
     depth: Sequence[int] = (1, 1, 1, 1),
     stem: Sequence[int] = (16,),
     dropout: float = 0.2,
+    input_pool: int = 1,
 ) -> PneumoNet:
     """Compact ResNet for ``B×1×H×W`` (designed at 224; any H, W ≥ 32 works: global pooling).
 
@@ -57,13 +58,18 @@ def compact_cnn(
         stem: channels of the strided 3×3 stem convs (each halves H and W; the first stage then
             halves once more unless the stem already reduced by 4).
         dropout: before the final linear layer.
+        input_pool: average-pool the input by this factor first: a fixed low-pass that takes the fine
+            texture away (the shared training copies' sharpness differs between the classes), and lets
+            an ensemble member see a coarser view of the same input as the others.
 
     ``cam_layer`` is the last stage's output (7×7 at 224 with the default stem).
     """
     if width < 4 or not depth or any(d < 1 for d in depth) or not stem:
         raise ConfigError(f"compact_cnn: need width ≥ 4, depth of ≥ 1 blocks per stage, a stem; got "
                           f"width={width} depth={list(depth)} stem={list(stem)}")
-    layers: list[nn.Module] = []
+    if input_pool < 1:
+        raise ConfigError(f"compact_cnn: input_pool must be ≥ 1, got {input_pool}")
+    layers: list[nn.Module] = [nn.AvgPool2d(input_pool)] if input_pool > 1 else []
     c = 1
     for s in stem:
         layers.append(conv_bn(c, int(s), stride=2))

@@ -4,15 +4,15 @@ Lifecycle: the bundle is loaded once per worker process in the lifespan; predict
 engine's thread pool, never on the event loop; a gate bounds requests in flight or waiting and
 answers 503 + Retry-After beyond it, so an overload costs latency for nobody and memory for nobody.
 Every error is JSON ``{error: {code, message}, request_id}``; input errors are 4xx, and the
-catch-all 500 never shows a stack trace.
+catch-all 500 never shows a stack trace. The gate counts a request only once its body has arrived
+(uploads are read first, under an idle timeout and a deadline → 408), so clients that stall half-way
+through an upload hold a connection each, never a place in the inference queue.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,65 +25,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pneumo import __version__
 from pneumo.errors import PneumoError
+from pneumo.server.audit_store import AuditStore
+from pneumo.server.engine import Engine
+from pneumo.server.guard import BrowserGuard
+from pneumo.server.pages import router as pages_router
+from pneumo.server.routes import router
 from pneumo.server.settings import ServerSettings
+from pneumo.server.state import STATIC, Gate, RequestIdMiddleware, request_id
 
 log = logging.getLogger("pneumo.server")
-STATIC = Path(__file__).with_name("static")
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large", 415: "wrong_content_type"}
-
-
-class Busy(PneumoError):
-    """More requests in flight or waiting than ``--queue`` allows."""
-
-    code = "busy"
-    status = 503
-
-
-class Gate:
-    """Counts requests in flight or waiting; refuses beyond ``limit`` instead of queueing without end."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.active = 0
-        self._lock = threading.Lock()
-
-    def try_enter(self) -> bool:
-        with self._lock:
-            if self.active >= self.limit:
-                return False
-            self.active += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self.active -= 1
-
-
-class RequestIdMiddleware:
-    """Gives every request an id (``X-Request-ID`` header, echoed in JSON bodies and the audit log)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        rid = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message):
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-def request_id(request: Request) -> str:
-    rid = getattr(request.state, "request_id", None)
-    if rid is None:
-        rid = request.state.request_id = uuid.uuid4().hex
-    return rid
 
 
 def error_body(request: Request, code: str, message: str) -> dict:
@@ -138,10 +89,6 @@ def _install_handlers(app: FastAPI) -> None:
 
 def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI app for one bundle; the bundle and audit database open when the app starts."""
-    from pneumo.server.audit_store import AuditStore
-    from pneumo.server.engine import Engine
-    from pneumo.server.routes import router
-
     settings = settings or ServerSettings()
 
     @asynccontextmanager
@@ -162,6 +109,7 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
         description="Pneumonia detection on pediatric chest X-rays. Decision support, not a diagnosis.",
         docs_url=None,
         redoc_url=None,
+        redirect_slashes=False,  # a slash redirect would be an absolute URL built from the Host header
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -170,9 +118,11 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
     app.state.audit = None
     app.state.unhandled_errors = 0
     app.state.started = time.monotonic()
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the guard's refusals carry a request id too
     _install_handlers(app)
     app.include_router(router)
+    app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

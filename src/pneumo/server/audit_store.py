@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     decision TEXT,
     ood_score REAL,
     ood_flag INTEGER,
+    population TEXT,
     latency_ms REAL,
     outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused_ood', 'error')),
     error_code TEXT
@@ -66,6 +67,7 @@ class AuditRow:
     decision: str | None = None
     ood_score: float | None = None
     ood_flag: bool | None = None
+    population: str | None = None  # 'typical' | 'atypical' | None (refused, error, or no population model)
     latency_ms: float | None = None
     error_code: str | None = None
 
@@ -87,6 +89,8 @@ class AuditStore:
             conn = self._conn()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            if "population" not in {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}:
+                conn.execute("ALTER TABLE predictions ADD COLUMN population TEXT")  # a log from before the gate
         except sqlite3.Error as exc:
             raise ConfigError(f"{self.path}: cannot open the audit database ({exc})") from exc
 

@@ -7,7 +7,6 @@ and CPU-bound, so the routes call :meth:`Engine.analyse` through the engine's th
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +18,9 @@ from PIL import Image
 
 from pneumo.bundle import load_bundle
 from pneumo.data.imageio import ImageMeta, read_image
-from pneumo.data.preprocess import preprocess
 from pneumo.errors import ImageError
-from pneumo.inference import Prediction, Predictor
+from pneumo.explain import explain_decision, heatmap_rgba_png
+from pneumo.inference import ATYPICAL_WARNING, Prediction, Predictor
 from pneumo.server.settings import ServerSettings
 
 OOD_MESSAGE = (
@@ -44,6 +43,7 @@ class Analysis:
     display_png: bytes | None = None
     display_size: tuple[int, int] | None = None
     heatmap_png: bytes | None = None
+    heatmap_info: dict | None = None  # method, target (pneumonia|normal), shows: what the map means
     warnings: list[str] = field(default_factory=list)
 
 
@@ -57,20 +57,15 @@ class Engine:
     def __init__(self, bundle_path: str | Path, settings: ServerSettings):
         self.settings = settings
         self.bundle = load_bundle(bundle_path)
-        self.predictor = Predictor(self.bundle, backend=settings.backend)
-        fields = {f.name for f in dataclasses.fields(Prediction)}
-        self._predictor_has_ood = "ood_score" in fields
-        self._ood = None if self._predictor_has_ood else _load_ood(self.bundle)
+        self.predictor = Predictor(self.bundle, backend=settings.backend, onnx_file=settings.onnx_file)
         self._explain_lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="pneumo-infer")
 
     # -- what the model is -------------------------------------------------------------------
     @property
     def ood_detector(self):
-        """The bundle's OOD detector (the predictor's own when it scores OOD itself), or ``None``."""
-        if self._predictor_has_ood:
-            return getattr(self.predictor, "ood_detector", None)
-        return self._ood
+        """The bundle's population (Mahalanobis) detector, or ``None``."""
+        return self.predictor.ood_detector
 
     @property
     def ood_block(self) -> dict | None:
@@ -78,8 +73,8 @@ class Engine:
 
     @property
     def ood_threshold(self) -> float | None:
-        det = self.ood_detector
-        return float(det.threshold) if det is not None else None
+        """The threshold of the refusal score: the chest-X-ray gate's, else the legacy OOD detector's."""
+        return self.predictor.refusal_threshold
 
     # -- one image ---------------------------------------------------------------------------
     def analyse(self, data: bytes, *, heatmap: bool, display: bool, frame: int | None = None) -> Analysis:
@@ -99,6 +94,8 @@ class Engine:
         out = Analysis(meta, pred, flag, score)
         if flag is None:
             out.warnings.append(NO_OOD_WARNING)
+        if pred.population == "atypical":
+            out.warnings.append(ATYPICAL_WARNING[0].upper() + ATYPICAL_WARNING[1:] + ".")
         size = self.bundle.spec.size
         if min(meta.width, meta.height) < size:
             out.warnings.append(
@@ -110,24 +107,16 @@ class Engine:
         if heatmap and flag:
             out.warnings.append("No heatmap: the image was refused as not a chest X-ray.")
         elif heatmap:
-            out.heatmap_png = self._heatmap(pixels, out.display_size, out.warnings)
+            out.heatmap_png, out.heatmap_info = self._heatmap(pixels, pred.decision, out.display_size)
         if not display:
             out.display_png = None
         return out
 
     def _ood_of(self, pred: Prediction, pixels: np.ndarray) -> tuple[bool | None, float | None]:
-        if self.ood_detector is None:
+        """The predictor already applied the gate (and the population score) to ``pred``."""
+        if self.ood_detector is None and self.predictor.gate is None:
             return None, None
-        if self._predictor_has_ood:
-            score = getattr(pred, "ood_score", None)
-            return bool(getattr(pred, "ood", False)), (None if score is None else float(score))
-        import torch
-
-        x = torch.from_numpy(preprocess(pixels, self.bundle.spec)[None])
-        with torch.inference_mode():
-            emb = self.bundle.model.embed(x).float().numpy()
-        score = float(self._ood.score_pixels(emb, [pixels])[0])
-        return bool(self._ood.is_ood(np.array([score]))[0]), score
+        return bool(pred.ood), (None if pred.ood_score is None else float(pred.ood_score))
 
     def _display(self, pixels: np.ndarray) -> tuple[bytes, tuple[int, int]]:
         """8-bit greyscale PNG, long side ≤ ``display_max_side``: what the page shows (DICOM included)."""
@@ -140,25 +129,16 @@ class Engine:
         im.save(buf, format="PNG", compress_level=1)  # speed over size: it travels once, on a LAN
         return buf.getvalue(), im.size
 
-    def _heatmap(self, pixels: np.ndarray, size: tuple[int, int], warnings: list[str]) -> bytes | None:
-        try:
-            from pneumo.explain import explain_pixels, heatmap_rgba_png
-        except ImportError:
-            warnings.append("Heatmaps are not available in this installation.")
-            return None
-        with self._explain_lock:  # Grad-CAM hooks and memory: one explanation at a time per process
-            heat = explain_pixels(self.bundle, pixels, method="gradcam")
-        return heatmap_rgba_png(heat, size)
+    def _heatmap(self, pixels: np.ndarray, decision: str, size: tuple[int, int]) -> tuple[bytes, dict]:
+        """The decision's evidence (PNEUMONIA → for, NORMAL → against) as the page's RGBA layer.
+
+        The bundle's persistent explainer holds no per-call state (no model copy, no hook left behind),
+        so repeated heatmaps keep memory flat; the lock only bounds the transient batch memory."""
+        with self._explain_lock:
+            ev = explain_decision(self.bundle, pixels, decision)
+        return heatmap_rgba_png(ev.heatmap, size), ev.to_dict()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-
-def _load_ood(bundle):
-    """The bundle's OOD detector when the predictor does not score OOD itself (``None`` if absent)."""
-    try:
-        from pneumo.inference.ood import OODDetector
-    except ImportError:
-        return None
-    return OODDetector.load(bundle)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from pneumo.errors import PneumoError
-from pneumo.server.app import STATIC, Busy, request_id
 from pneumo.server.audit_store import AuditRow
 from pneumo.server.docs_page import render_docs
 from pneumo.server.engine import OOD_MESSAGE, Analysis, Engine, b64
@@ -24,8 +24,10 @@ from pneumo.server.schemas import (
     ModelRef,
     OodResult,
     OperatingPoint,
+    PopulationResult,
     PredictResponse,
 )
+from pneumo.server.state import STATIC, Busy, request_id
 from pneumo.server.upload import check_kind, read_upload
 
 router = APIRouter()
@@ -110,6 +112,7 @@ async def model_info(request: Request) -> ModelInfo:
         temperature=engine.bundle.temperature,
         calibration=meta.get("calibration"),
         ood=engine.ood_block,
+        gate=engine.bundle.meta.get("gate"),
         validation_metrics=meta.get("validation_metrics") or None,
         limits={"max_upload_mb": s.max_upload_mb, "max_pixels": s.max_pixels, "queue": s.queue,
                 "formats": ["JPEG", "PNG", "DICOM"]},
@@ -120,33 +123,45 @@ async def model_info(request: Request) -> ModelInfo:
              summary="Probability of pneumonia for one chest X-ray (multipart field 'file').")
 async def predict(
     request: Request,
-    heatmap: bool = Query(False, description="Also return a Grad-CAM heatmap layer (RGBA PNG, base64)."),
+    heatmap: bool = Query(False, description="Also return the decision's evidence heatmap (RGBA PNG, base64; see heatmap.shows)."),
     display: bool = Query(False, description="Also return a display PNG of the image (for DICOM)."),
     frame: int | None = Query(None, ge=0, description="Which frame of a multi-frame DICOM to read."),
 ) -> PredictResponse:
+    response, _, _ = await analyse_upload(request, heatmap=heatmap, display=display, frame=frame)
+    return response
+
+
+async def analyse_upload(request: Request, *, heatmap: bool, display: bool, frame: int | None,
+                         then: Callable[[PredictResponse, Analysis], object] | None = None):
+    """The one path of an uploaded film, for every endpoint that analyses one (predict, report):
+    read the body under its timeouts → check its kind → take a place in the queue (only now that the
+    body is here: a client stalling mid-upload holds none) → analyse in the engine's pool → ``then``
+    (e.g. render the PDF) in the pool too → one audit row, whatever happens. Returns
+    ``(response, analysis, then's result)``."""
     rid, t0 = request_id(request), time.perf_counter()
     gate, engine = request.app.state.gate, request.app.state.engine
     row = AuditRow(request_id=rid, outcome="error")
     if engine is not None:
         ref = _model_ref(engine)
         row.model_name, row.model_version, row.model_sha256 = ref.name, ref.version, ref.sha256
-    if not gate.try_enter():
-        row.error_code = Busy.code
-        await _audit(request, row, t0)
-        raise Busy(f"The server is busy ({gate.limit} requests in progress). Try again in a few seconds.")
+    entered, s = False, request.app.state.settings
     try:
         engine = _engine(request)
-        data, ctype, filename = await read_upload(request, request.app.state.settings.max_upload_bytes)
+        data, ctype, filename = await read_upload(request, s.max_upload_bytes, s.body_timeout_s, s.body_deadline_s)
         row.image_sha256 = hashlib.sha256(data).hexdigest()
         check_kind(data, ctype, filename)
+        if not gate.try_enter():
+            raise Busy(f"The server is busy ({gate.limit} requests in progress). Try again in a few seconds.")
+        entered = True
         loop = asyncio.get_running_loop()
         result: Analysis = await loop.run_in_executor(
             engine.executor, lambda: engine.analyse(data, heatmap=heatmap, display=display, frame=frame)
         )
         response = _response(engine, result, rid, t0)
+        extra = None if then is None else await loop.run_in_executor(engine.executor, lambda: then(response, result))
         _fill_row(row, response)
         await _audit(request, row, t0)
-        return response
+        return response, result, extra
     except PneumoError as exc:
         row.error_code = exc.code
         await _audit(request, row, t0)
@@ -156,7 +171,8 @@ async def predict(
         await _audit(request, row, t0)
         raise
     finally:
-        gate.leave()
+        if entered:
+            gate.leave()
 
 
 def _response(engine: Engine, r: Analysis, rid: str, t0: float) -> PredictResponse:
@@ -171,13 +187,14 @@ def _response(engine: Engine, r: Analysis, rid: str, t0: float) -> PredictRespon
         operating_point=_operating_point(engine),
         ood=OodResult(available=r.ood_flag is not None, flag=r.ood_flag, score=r.ood_score,
                       threshold=engine.ood_threshold),
+        population=_population(engine, pred),
         model=_model_ref(engine),
         image=ImageInfo(width=r.meta.width, height=r.meta.height, format=r.meta.format, sha256=r.meta.sha256,
                         display_png=b64(r.display_png), display_width=dw if r.display_png else None,
                         display_height=dh if r.display_png else None),
-        heatmap=Heatmap(method="gradcam", png=b64(r.heatmap_png)) if r.heatmap_png else None,
+        heatmap=Heatmap(**r.heatmap_info, png=b64(r.heatmap_png)) if r.heatmap_png else None,
         warnings=r.warnings,
-        message=OOD_MESSAGE if refused else None,
+        message=(OOD_MESSAGE + (f" ({pred.reason})" if pred.reason else "")) if refused else None,
         latency_ms=round((time.perf_counter() - t0) * 1000, 2),
     )
 
@@ -187,6 +204,15 @@ def _fill_row(row: AuditRow, resp: PredictResponse) -> None:
     row.width, row.height, row.format = resp.image.width, resp.image.height, resp.image.format
     row.probability, row.decision = resp.probability, resp.label
     row.ood_score, row.ood_flag = resp.ood.score, resp.ood.flag
+    row.population = resp.population.value
+
+
+def _population(engine: Engine, pred) -> PopulationResult:
+    """Question 2: is this chest X-ray like the films the model was validated on? (a warning, not a refusal)"""
+    det = engine.predictor.ood_detector if engine.predictor.gate is not None else None
+    return PopulationResult(available=pred.population is not None, value=pred.population,
+                            score=pred.population_score if det is not None else None,
+                            threshold=det.threshold if det is not None else None)
 
 
 async def _audit(request: Request, row: AuditRow, t0: float) -> None:

@@ -27,8 +27,17 @@ class ModelRef(BaseModel):
 
 class OodResult(BaseModel):
     available: bool = Field(description="False when the bundle has no out-of-distribution detector.")
-    flag: bool | None = Field(None, description="True: the image does not look like a chest X-ray.")
+    flag: bool | None = Field(None, description="True: the image does not look like a frontal chest X-ray (refused).")
     score: float | None = None
+    threshold: float | None = None
+
+
+class PopulationResult(BaseModel):
+    available: bool = Field(description="False when the bundle has no population model (or the image was refused).")
+    value: Literal["typical", "atypical"] | None = Field(
+        None, description="'atypical': a chest X-ray unlike the films the model was validated on; the answer "
+                          "stands, with a warning that it may be unreliable.")
+    score: float | None = Field(None, description="Mahalanobis score on the model's embedding (1 ≈ a typical film).")
     threshold: float | None = None
 
 
@@ -46,6 +55,9 @@ class ImageInfo(BaseModel):
 
 class Heatmap(BaseModel):
     method: str
+    target: str = Field(description="Whose evidence the map shows: 'pneumonia' (decision PNEUMONIA) or 'normal' "
+                        "(decision NORMAL: evidence against pneumonia).")
+    shows: str = Field(description="One sentence saying what the map shows, for the legend.")
     png: str = Field(description="Base64 RGBA PNG at the display size, to lay over the image.")
 
 
@@ -64,6 +76,7 @@ class PredictResponse(BaseModel):
     threshold: float = Field(description="Probability at the model's operating point; label = probability ≥ it.")
     operating_point: OperatingPoint
     ood: OodResult
+    population: PopulationResult
     model: ModelRef
     image: ImageInfo
     heatmap: Heatmap | None = None
@@ -94,6 +107,7 @@ class ModelInfo(BaseModel):
     temperature: float
     calibration: dict | None = None
     ood: dict | None = None
+    gate: dict | None = None
     validation_metrics: dict | None = None
     notice: str = NOTICE
     limits: dict

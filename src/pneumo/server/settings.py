@@ -11,6 +11,7 @@ from pneumo.data.imageio import DEFAULT_MAX_PIXELS
 from pneumo.errors import ConfigError
 
 ENV_CONFIG = "PNEUMO_SERVER_CONFIG"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class ServerSettings:
         display_max_side: the display PNG returned to the page is at most this many pixels a side.
         min_side: smaller images are refused (they cannot be a chest radiograph).
         backend: ``auto``, ``torch`` or ``onnx`` (see :class:`pneumo.inference.Predictor`).
+        onnx_file: which ONNX model of the bundle runs (``model.int8.onnx``); ``None``: ``model.onnx``.
+        body_timeout_s: an upload that sends nothing for this long is answered 408, so a stalled
+            client holds a connection, never the server.
+        body_deadline_s: the most time a whole upload may take (a trickle of bytes is still stalled).
+        allowed_hosts: ``Host`` header values accepted (DNS-rebinding guard); ``*`` accepts any.
     """
 
     audit_db: str = "pneumo-audit.sqlite"
@@ -37,6 +43,10 @@ class ServerSettings:
     min_side: int = 32
     backend: str = "auto"
     retry_after_s: int = 2
+    onnx_file: str | None = None
+    body_timeout_s: float = 15.0
+    body_deadline_s: float = 120.0
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
@@ -49,6 +59,11 @@ class ServerSettings:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.backend not in ("auto", "torch", "onnx"):
             raise ConfigError(f"backend must be auto, torch or onnx, got {self.backend!r}")
+        if not 0 < self.body_timeout_s <= self.body_deadline_s:
+            raise ConfigError(f"--body-timeout must be positive and at most the deadline, got {self.body_timeout_s}")
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))  # JSON gives a list
+        if not self.allowed_hosts:
+            raise ConfigError("allowed_hosts is empty: no request could be answered")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,8 +1,8 @@
 """Training: YAML config → Lightning loop (single process or DDP) → run directory → model bundle.
 
-Public surface: :func:`train` (``pneumo.training.run``), :func:`load_config`, and the threshold rules
-in :mod:`pneumo.training.thresholds` (reused by evaluation). Imports are lazy so that
-``import pneumo.training.thresholds`` does not pull in Lightning.
+Public surface: :func:`train` (``pneumo.training.run``) and :func:`load_config`; the threshold rules
+live in :mod:`pneumo.decision`, which evaluation imports too. Imports are lazy so that
+``import pneumo.training.config`` does not pull in Lightning.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from pneumo.bundle import atomic_write_bytes, atomic_write_json
 from pneumo.data import PreprocessSpec, Sample, read_image
-from pneumo.data.preprocess import resize_image
+from pneumo.data.preprocess import EQ_BINS, resize_image
 
 SERIAL_BELOW = 256  # fewer images than this: a process pool costs more than it saves
 
@@ -110,6 +110,17 @@ def normalise_batch(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 (or [0, 1] float) ``B×1×S×S`` → float32 model input, exactly ``preprocess``'s intensity step."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
+    if spec.equalise:
+        x = equalise_batch(x)
     if spec.normalise == "zscore":
         return (x - spec.mean) / spec.std
     return x
+
+
+def equalise_batch(x: torch.Tensor) -> torch.Tensor:
+    """``B×1×H×W`` in ``[0, 1]`` → per-image mid-rank CDF values, as ``data.preprocess.equalise_hist``."""
+    b = x.shape[0]
+    q = (x.reshape(b, -1) * EQ_BINS).long().clamp_(0, EQ_BINS - 1)
+    hist = torch.zeros(b, EQ_BINS, dtype=torch.float64).scatter_add_(1, q, torch.ones_like(q, dtype=torch.float64))
+    cdf = (hist.cumsum(1) - 0.5 * hist) / q.shape[1]
+    return cdf.gather(1, q).to(torch.float32).reshape(x.shape)

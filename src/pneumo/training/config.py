@@ -20,7 +20,8 @@ DEFAULTS: dict = {
     "seed": 0,
     "model": {"name": "compact_cnn", "kwargs": {}, "weights": None, "freeze": "none"},
     "data": {
-        "preprocess": {"size": 224, "resize": "stretch", "normalise": "zscore", "mean": 0.5, "std": 0.25},
+        "preprocess": {"size": 224, "resize": "stretch", "normalise": "zscore", "mean": 0.5, "std": 0.25,
+                       "equalise": False},
         "val_fraction": 0.15,
         "sampler": "none",
         "cache_dir": ".cache/pneumo",
@@ -46,7 +47,7 @@ DEFAULTS: dict = {
         "degrade_prob": 0.5,
         "mixup_alpha": 0.0,
     },
-    "loss": {"class_weighting": "balanced", "label_smoothing": 0.0},
+    "loss": {"class_weighting": "balanced", "label_smoothing": 0.0, "consistency": 0.0},
     "optim": {
         "name": "adamw",
         "lr": 1e-3,
@@ -109,6 +110,7 @@ RANGES = {
     "augment.downscale": (0.0, 1.0, False, False),
     "augment.degrade_prob": (0.0, 1.0, False, False),
     "loss.label_smoothing": (0.0, 0.5, False, False),
+    "loss.consistency": (0.0, 100.0, False, False),
     "optim.lr": (0.0, 10.0, False, True),
     "optim.weight_decay": (0.0, 1.0, False, False),
     "optim.momentum": (0.0, 1.0, False, False),
@@ -131,7 +133,7 @@ RANGES = {
     "train.ema_decay": (0.0, 1.0, False, False),
     "threshold.target_sensitivity": (0.0, 1.0, False, True),
 }
-BOOLS = ("data.cache_file", "augment.enabled", "augment.hflip", "train.swa", "train.deterministic", "train.log_indices",
+BOOLS = ("data.cache_file", "data.preprocess.equalise", "augment.enabled", "augment.hflip", "train.swa", "train.deterministic", "train.log_indices",
          "train.channels_last")
 
 

@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score
 
 from pneumo.bundle import save_bundle
 from pneumo.data import PreprocessSpec
+from pneumo.decision import binary_metrics_at, choose
 from pneumo.models import PneumoNet
 from pneumo.training.cache import normalise_batch
-from pneumo.training.thresholds import binary_metrics_at, choose
 
 
 def load_checkpoint_weights(model: PneumoNet, ckpt_path: Path) -> int:

@@ -18,8 +18,25 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryRecal
 
 from pneumo.data import PreprocessSpec
 from pneumo.models import PneumoNet
+from pneumo.models.freeze import param_groups
 from pneumo.training.augment import AugmentSpec, augment_batch, mixup
 from pneumo.training.cache import normalise_batch
+
+
+def bernoulli_js(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean Jensen–Shannon divergence between ``Bernoulli(sigmoid(a))`` and ``Bernoulli(sigmoid(b))``.
+
+    The consistency term of AugMix (Hendrycks et al. 2020) for one logit: it penalises a prediction
+    that moves when the same film is framed, exposed or sharpened differently — the fragility the
+    acquisition-shift suite measures (NORMAL scores rising under any change).
+    """
+    p = torch.stack([torch.sigmoid(a.float()), torch.sigmoid(b.float())]).clamp(1e-6, 1 - 1e-6)
+    m = p.mean(0)
+
+    def kl(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return q * (q / r).log() + (1 - q) * ((1 - q) / (1 - r)).log()
+
+    return 0.5 * (kl(p[0], m) + kl(p[1], m)).mean()
 
 
 def make_metrics(prefix: str) -> MetricCollection:
@@ -75,10 +92,19 @@ class PneumoModule(L.LightningModule):
         x, y, idx = batch
         if self.index_log_dir:
             self._log_indices(idx)
-        x = augment_batch(x.float().div_(255.0), self.aug)
+        clean = x.float().div_(255.0)
+        x = augment_batch(clean, self.aug)
         x, target = mixup(x, y, float(self.cfg["augment"]["mixup_alpha"]))
-        logits = self.model(self._input(x))
-        loss = self._loss(logits, target, float(self.cfg["loss"]["label_smoothing"]))
+        smoothing = float(self.cfg["loss"]["label_smoothing"])
+        weight = float(self.cfg["loss"].get("consistency", 0.0))
+        if weight > 0:  # a second, independently augmented view of the same images (no mixup)
+            both = self.model(self._input(torch.cat([x, augment_batch(clean, self.aug)])))
+            logits, other = both[: len(y)], both[len(y) :]
+            loss = 0.5 * (self._loss(logits, target, smoothing) + self._loss(other, y, smoothing))
+            loss = loss + weight * bernoulli_js(logits, other)
+        else:
+            logits = self.model(self._input(x))
+            loss = self._loss(logits, target, smoothing)
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
         self.train_loss.update(loss.detach(), weight=len(y))
         self.train_metrics.update(torch.sigmoid(logits.detach()), y.long())
@@ -118,15 +144,7 @@ class PneumoModule(L.LightningModule):
 
 def _param_groups(model: PneumoNet, lr: float, mult: float):
     if mult != 1.0:
-        try:
-            from pneumo.models.freeze import param_groups
-        except ImportError:
-            param_groups = None
-        if param_groups is not None:
-            return param_groups(model, lr, mult)
-        head = [p for p in model.head.parameters() if p.requires_grad]
-        body = [p for p in model.features.parameters() if p.requires_grad]
-        return [{"params": body, "lr": lr * mult}, {"params": head, "lr": lr}]
+        return param_groups(model, lr, mult)
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
 

@@ -24,6 +24,8 @@ from pneumo.bundle import sha256_file
 from pneumo.data import PreprocessSpec, Sample, load_dataset, resolve_data
 from pneumo.errors import ConfigError
 from pneumo.models import build_model
+from pneumo.models.freeze import apply_freeze
+from pneumo.models.weights import load_weights
 from pneumo.training import rundir as rd
 from pneumo.training.cache import load_or_decode
 from pneumo.training.callbacks import AtomicCheckpointIO, MetricsCSV, plot_curves
@@ -76,16 +78,8 @@ def _load_tensors(splits, spec: PreprocessSpec, cfg: DictConfig, progress: bool,
 def _build_model(cfg: DictConfig):
     model = build_model(cfg.model.name, **to_container(cfg.model.kwargs))
     if cfg.model.weights:
-        try:
-            from pneumo.models.weights import load_weights
-        except ImportError as exc:
-            raise ConfigError("model.weights needs pneumo.models.weights, which this install lacks") from exc
         load_weights(model, Path(cfg.model.weights), arch_name=cfg.model.name)
     if cfg.model.freeze != "none":
-        try:
-            from pneumo.models.freeze import apply_freeze
-        except ImportError as exc:
-            raise ConfigError("model.freeze needs pneumo.models.freeze, which this install lacks") from exc
         apply_freeze(model, cfg.model.freeze)
     return model
 

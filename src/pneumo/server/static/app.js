@@ -1,12 +1,17 @@
-// pneumo web page: pick or drop an X-ray, POST it to /api/v1/predict, show the answer. No framework, no network
-// beyond this server.
+// pneumo web page: pick or drop X-rays, POST them to /api/v1/predict, show the answer in the viewer (one file)
+// or the batch table (several). History lives in this tab's sessionStorage only. No network beyond this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const pct = (x) => (x * 100).toFixed(1) + "%";
 const num = (x) => (x == null ? "?" : Number(x).toFixed(2));
+const HISTORY_KEY = "pneumo.history";
+const HISTORY_MAX = 50;
 let maxBytes = 25 * 1024 * 1024;
 let calibrated = false;
+let prevalence = null;
+let current = null;           // the File shown in the viewer
+const filesById = new Map();  // history id → File, for re-opening during this page's life
 
 function show(el, on) { el.hidden = !on; }
 
@@ -24,6 +29,7 @@ async function loadModel() {
     $("model-line").textContent = id;
     $("model-foot").textContent = id;
     calibrated = Boolean(m.calibration) || m.temperature !== 1;
+    prevalence = m.calibration && m.calibration.prevalence != null ? m.calibration.prevalence : null;
     const op = m.operating_point;
     const parts = [`Pneumonia is reported when the probability is at least ${pct(op.threshold)}`];
     if (op.rule) parts[0] += ` (rule: ${op.rule})`;
@@ -63,44 +69,68 @@ function render(res) {
     $("thr-mark").style.left = pct(res.threshold);
     $("threshold-line").textContent =
       `The marker is the operating threshold (${pct(res.threshold)}). ` +
-      (calibrated ? "Probabilities are calibrated on validation data." : "This model's probabilities are not calibrated.");
+      (calibrated ? "Probabilities are calibrated on validation data" +
+        (prevalence != null ? `, assuming ${pct(prevalence)} of films show pneumonia.` : ".")
+        : "This model's probabilities are not calibrated.");
+  }
+  show($("legend"), Boolean(res.heatmap));
+  if (res.heatmap) {
+    const against = res.heatmap.target === "normal";
+    $("legend-high").textContent = `strongest evidence ${against ? "against" : "for"} pneumonia`;
+    $("legend-what").textContent = res.heatmap.shows ||
+      "Evidence for pneumonia: the regions that raised the model's pneumonia score most.";
   }
   const warn = $("warnings");
   warn.replaceChildren(...res.warnings.map((w) => { const li = document.createElement("li"); li.textContent = w; return li; }));
   const im = res.image;
   $("img-info").textContent = `${im.format}, ${im.width}×${im.height} px`;
   const o = res.ood;
-  $("ood-info").textContent = !o.available ? "not available for this model"
-    : `${o.flag ? "failed: not like a chest X-ray" : "passed"} (score ${num(o.score)}, limit ${num(o.threshold)})`;
+  $("ood-info").textContent = !o.available ? "no out-of-distribution check in this model"
+    : `${o.flag ? "refused: not like a chest X-ray" : "passed"} (score ${num(o.score)}, limit ${num(o.threshold)})` +
+      (pneumoGate(res).split(", ")[1] ? `; population: ${pneumoGate(res).split(", ")[1]}` : "");
   $("req-info").textContent = `${res.request_id.slice(0, 12)} · ${Math.round(res.latency_ms)} ms`;
-  if (im.display_png) {
-    $("xray").src = "data:image/png;base64," + im.display_png;
-    show($("stage"), true);
-  }
-  const hasHeat = Boolean(res.heatmap);
-  $("heat-controls").disabled = !hasHeat;
-  if (hasHeat) $("heat").src = "data:image/png;base64," + res.heatmap.png;
-  updateHeat(hasHeat);
   show($("result"), true);
 }
 
-function updateHeat(hasHeat) {
-  const on = hasHeat && $("heat-on").checked;
-  const v = Number($("opacity").value);
-  $("heat").style.opacity = String(v / 100);
-  $("opacity").setAttribute("aria-valuetext", v + "%");
-  show($("heat"), on);
+function decoded(src) {
+  return new Promise((ok, fail) => {
+    const img = new Image();
+    img.onload = () => ok(img);
+    img.onerror = () => fail(new Error("the browser could not decode the image"));
+    img.src = src;
+  });
+}
+
+async function showFilm(file, res) {
+  const displaySrc = res.image.display_png ? "data:image/png;base64," + res.image.display_png : null;
+  if (displaySrc) $("xray").src = displaySrc;
+  let img = null;
+  if (res.image.format !== "DICOM") {  // the original file at full resolution, when it is what the model read
+    const url = URL.createObjectURL(file);
+    try {
+      const full = await decoded(url);
+      if (full.naturalWidth === res.image.width && full.naturalHeight === res.image.height) img = full;
+    } catch { img = null; }
+    URL.revokeObjectURL(url);
+  }
+  if (!img && displaySrc) img = await decoded(displaySrc);
+  if (!img) return;
+  PneumoViewer.load(img, res.heatmap ? "data:image/png;base64," + res.heatmap.png : null);
+  $("heat").alt = res.heatmap ? "Heatmap of the regions that most influenced the model" : "";
+}
+
+function checkSize(file) {
+  if (file.size === 0) return `“${file.name}” is empty (0 bytes). Choose a JPEG, PNG or DICOM chest X-ray.`;
+  if (file.size > maxBytes) return `“${file.name}” is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${maxBytes / 1048576} MB.`;
+  return "";
 }
 
 async function analyse(file) {
   setError("");
   show($("result"), false);
   if (!file) return;
-  if (file.size === 0) { setError(`“${file.name}” is empty (0 bytes). Choose a JPEG, PNG or DICOM chest X-ray.`); return; }
-  if (file.size > maxBytes) {
-    setError(`“${file.name}” is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${maxBytes / 1048576} MB.`);
-    return;
-  }
+  const problem = checkSize(file);
+  if (problem) { setError(problem); return; }
   $("status").textContent = `Analysing ${file.name}…`;
   const body = new FormData();
   body.append("file", file, file.name);
@@ -110,33 +140,140 @@ async function analyse(file) {
     try { res = await r.json(); } catch { res = null; }
     if (!r.ok) {
       const msg = res && res.error ? res.error.message : `The server answered ${r.status} ${r.statusText}.`;
-      show($("stage"), false);
+      show($("viewer"), false);
       $("status").textContent = `Could not analyse ${file.name}.`;
       setError(msg);
       return;
     }
+    current = file;
     $("status").textContent = `Result for ${file.name}:`;
-    try { render(res); } catch (e) { setError("The result could not be displayed: " + e.message); }
+    try {
+      render(res);
+      await showFilm(file, res);
+      remember(file, res, PneumoViewer.thumbnail());
+    } catch (e) { setError("The result could not be displayed: " + e.message); }
   } catch (e) {
     $("status").textContent = "";
     setError("The request failed: " + e.message + ". Is the pneumo server still running?");
   }
 }
 
+async function downloadReport() {
+  if (!current) return;
+  const btn = $("report-btn");
+  btn.disabled = true;
+  $("status").textContent = `Preparing the report for ${current.name}…`;
+  const body = new FormData();
+  body.append("file", current, current.name);
+  try {
+    const r = await fetch("/api/v1/report", { method: "POST", body });
+    if (!r.ok) {
+      let res = null;
+      try { res = await r.json(); } catch { res = null; }
+      throw new Error(res && res.error ? res.error.message : `${r.status} ${r.statusText}`);
+    }
+    const blob = await r.blob();
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    a.href = url;
+    const m = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+    a.download = m ? m[1] : "pneumo-report.pdf";
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    $("status").textContent = `Report for ${current.name} downloaded.`;
+  } catch (e) {
+    setError("The report could not be made: " + e.message);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// -- history: this tab only ----------------------------------------------------------------------
+function history() {
+  try { return JSON.parse(sessionStorage.getItem(HISTORY_KEY) || "[]"); } catch { return []; }
+}
+
+function remember(file, res, thumb) {
+  const id = res.request_id;
+  filesById.set(id, file);
+  const items = [{ id, name: file.name, time: new Date().toISOString(), label: res.label,
+                   probability: res.probability, thumb }, ...history()].slice(0, HISTORY_MAX);
+  try { sessionStorage.setItem(HISTORY_KEY, JSON.stringify(items)); } catch {  // full: drop the pictures
+    sessionStorage.setItem(HISTORY_KEY, JSON.stringify(items.map((i) => ({ ...i, thumb: null }))));
+  }
+  drawHistory();
+}
+
+function drawHistory() {
+  const list = $("history");
+  const items = history();
+  list.replaceChildren(...items.map((it) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "hist-item";
+    const file = filesById.get(it.id);
+    b.disabled = !file;
+    b.title = file ? "Open in the viewer" : "Choose the file again to view it";
+    if (it.thumb) { const im = document.createElement("img"); im.src = it.thumb; im.alt = ""; b.append(im); }
+    const t = document.createElement("span");
+    const when = new Date(it.time).toLocaleTimeString();
+    const p = it.probability != null ? ` · ${pct(it.probability)}` : "";
+    t.textContent = `${when} · ${it.name} · ${pneumoVerdict(it.label)}${p}`;
+    b.append(t);
+    if (file) b.addEventListener("click", () => analyse(file));
+    li.append(b);
+    return li;
+  }));
+  if (!items.length) { const li = document.createElement("li"); li.className = "small"; li.textContent = "No analyses yet."; list.append(li); }
+}
+
+// -- intake: one file → viewer, several or a folder → batch ---------------------------------------
+function intake(files) {
+  setError("");
+  if (files.length === 0) return;
+  if (files.length === 1) { analyse(files[0]); return; }
+  const n = PneumoBatch.start(files);
+  $("status").textContent = n ? `Batch of ${n} files started.` : "";
+  if (!n) setError("None of these files is a JPEG, PNG or DICOM image (by name).");
+}
+
+async function entryFiles(entry) {
+  if (entry.isFile) return new Promise((ok) => entry.file((f) => ok([f]), () => ok([])));
+  if (!entry.isDirectory) return [];
+  const reader = entry.createReader();
+  const out = [];
+  for (;;) {
+    const batch = await new Promise((ok) => reader.readEntries(ok, () => ok([])));
+    if (!batch.length) break;
+    for (const e of batch) out.push(...(await entryFiles(e)));
+  }
+  return out;
+}
+
+async function dropped(e) {
+  const items = [...(e.dataTransfer.items || [])].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+  if (!items.length) return intake([...e.dataTransfer.files]);
+  const files = [];
+  for (const entry of items) files.push(...(await entryFiles(entry)));
+  intake(files);
+}
+
 function init() {
   const input = $("file");
   const drop = $("drop");
-  input.addEventListener("change", () => analyse(input.files[0]));
-  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  PneumoViewer.init();
+  PneumoBatch.init({ open: analyse, done: (file, res) => remember(file, res, null) });
+  input.addEventListener("change", () => { intake([...input.files]); input.value = ""; });
+  $("folder").addEventListener("change", (e) => { intake([...e.target.files]); e.target.value = ""; });
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
-  drop.addEventListener("drop", (e) => {
-    const files = e.dataTransfer.files;
-    if (files.length !== 1) { setError("Drop exactly one image."); return; }
-    analyse(files[0]);
-  });
-  $("heat-on").addEventListener("change", () => updateHeat(!$("heat-controls").disabled));
-  $("opacity").addEventListener("input", () => updateHeat(!$("heat-controls").disabled));
+  drop.addEventListener("drop", dropped);
+  $("report-btn").addEventListener("click", downloadReport);
+  $("history-clear").addEventListener("click", () => { sessionStorage.removeItem(HISTORY_KEY); drawHistory(); });
+  drawHistory();
   loadModel();
 }
 

@@ -1,4 +1,9 @@
-"""Patient-grouped K-fold cross-validation of a training recipe, with an honest operating point.
+"""Patient-grouped K-fold cross-validation of a training config or a bundle recipe, with an honest operating point.
+
+A recipe (:mod:`pneumo.workflows.bundle`) is cross-validated as it is shipped: per fold every member
+is trained on the fold's inner train split, the members are combined (mirror averaging included) and
+the operating point is chosen by the recipe's rule on the fold's inner val, before the held-out fold
+is scored.
 
 Each fold (``pneumo.data.split.kfold_by_patient``: class-stratified, every patient in exactly one
 held-out fold) is trained with the *same recipe* as ``pneumo train``: the fold's training portion is
@@ -29,11 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.bundle import calibrated_probability
+from pneumo.bundle import calibrated_probability, load_bundle
 from pneumo.data import Sample, load_dataset, resolve_data, write_manifest
 from pneumo.data.split import kfold_by_patient, patient_split
 from pneumo.errors import ConfigError, DatasetError
+from pneumo.evaluation.metrics import metrics_with_ci
+from pneumo.inference import Predictor
 from pneumo.training.config import load_config
+from pneumo.training.run import train
+from pneumo.workflows.bundle import is_recipe, load_recipe, train_member
+from pneumo.workflows.ensemble import combine_members
 
 HOLDOUT = "cv_holdout"
 SUMMARY_METRICS = ("auroc", "accuracy", "sensitivity", "specificity", "balanced_accuracy", "brier")
@@ -47,8 +57,8 @@ def fold_manifests(samples: Sequence[Sample], k: int, val_fraction: float, seed:
     ignores them, they only keep the decode cache shared with ordinary runs.
     """
     paths = []
-    for i, (train, held) in enumerate(kfold_by_patient(list(samples), k=k, seed=seed)):
-        inner = patient_split(train, val=val_fraction, test=0.0, seed=seed + i)
+    for i, (fold_train, held) in enumerate(kfold_by_patient(list(samples), k=k, seed=seed)):
+        inner = patient_split(fold_train, val=val_fraction, test=0.0, seed=seed + i)
         inner = [s for s in inner if s.split in ("train", "val")]
         rows = [*inner, *(replace(s, split=HOLDOUT) for s in held), *extra]
         paths.append(write_manifest(rows, out / f"fold{i}" / "fold_manifest.csv"))
@@ -61,9 +71,6 @@ def _source_group(s: Sample) -> str:
 
 def score_fold(bundle_dir: Path, manifest: Path, progress: bool = False) -> dict:
     """Held-out labels, logits, groups and the fold's operating threshold (a logit)."""
-    from pneumo.bundle import load_bundle
-    from pneumo.inference import Predictor
-
     held = load_dataset(manifest).select(HOLDOUT)
     bundle = load_bundle(bundle_dir)
     logits = Predictor(bundle, backend="torch").logits_for_paths([s.path for s in held], progress=progress)
@@ -75,8 +82,6 @@ def score_fold(bundle_dir: Path, manifest: Path, progress: bool = False) -> dict
 
 def fold_metrics(y, logit, threshold_logit: float, groups, n_boot: int, seed: int) -> dict:
     """Metrics with patient-bootstrap CIs at ``threshold_logit`` (probability = sigmoid(logit))."""
-    from pneumo.evaluation.metrics import metrics_with_ci
-
     prob = calibrated_probability(logit)
     m = metrics_with_ci(y, logit, prob, threshold_logit, groups, n_boot=n_boot, seed=seed)
     return {k: {kk: (None if isinstance(vv, float) and math.isnan(vv) else vv) for kk, vv in v.items()}
@@ -93,10 +98,11 @@ def pool(folds: list[dict]) -> dict:
 
 def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *, overrides: Sequence[str] = (),
                    n_boot: int = 1000, progress: bool = True) -> dict:
-    """Train ``config`` on each of ``k`` patient-grouped folds; returns (and writes) the CV report."""
-    from pneumo.training.run import train
-
-    cfg = load_config(config, overrides)
+    """Train ``config`` (a training config or a recipe) on each of ``k`` patient-grouped folds; returns
+    (and writes) the CV report."""
+    recipe = load_recipe(config) if is_recipe(config) else None
+    cfg = load_config(recipe["members"][0]["config"] if recipe else config,
+                      [*(recipe["members"][0]["overrides"] if recipe else []), *overrides])
     out = Path(out)
     index = load_dataset(resolve_data(data))
     pool_samples = index.select("train") or [s for s in index.samples if not s.split]
@@ -110,6 +116,9 @@ def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *
     manifests = fold_manifests(pool_samples, k, float(cfg.data.val_fraction), int(cfg.seed), out, extra)
     folds = []
     for manifest in manifests:
+        if recipe is not None:
+            folds.append(score_fold(_recipe_fold(recipe, manifest, overrides), manifest))
+            continue
         run_dir = manifest.parent / "run"
         bundle = run_dir / "bundle"
         if not (bundle / "pneumo.json").is_file():
@@ -118,6 +127,15 @@ def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *
             train(config, data=manifest, out=run_dir, overrides=[*overrides, "data.limit=null"], progress=progress)
         folds.append(score_fold(bundle, manifest))
     return _report(folds, out, k, n_boot, int(cfg.seed), cfg)
+
+
+def _recipe_fold(recipe: dict, manifest: Path, overrides: Sequence[str]) -> Path:
+    """One fold of a recipe: members trained on the fold's inner split, combined and thresholded on its inner val."""
+    fold = manifest.parent
+    members = [train_member(m["config"], fold / "members" / m["name"], manifest,
+                            [*m["overrides"], *overrides, "data.limit=null"]) for m in recipe["members"]]
+    return combine_members(members, fold / "bundle", mirror=recipe["mirror"], rule=recipe["threshold"]["rule"],
+                           target_sensitivity=float(recipe["threshold"]["target_sensitivity"]), name=fold.name)
 
 
 def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg) -> dict:

@@ -1,0 +1,123 @@
+"""The Python API: ``pneumo.load(bundle).predict(path)`` and friends, over the same pieces the CLI uses.
+
+    import pneumo
+    model = pneumo.load()                       # the shipped model (or a bundle folder)
+    print(model.predict("film.jpeg").probability)
+
+``predict`` takes a path, a ``read_image``-style array (float H×W in [0, 1]) or a list of either, and
+answers one :class:`~pneumo.inference.Prediction` per image, each through ``read_image`` →
+``preprocess`` → model → gate — exactly what ``pneumo predict`` and the server do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumo.data import read_image
+from pneumo.errors import ConfigError, PneumoError
+from pneumo.inference import Prediction, Predictor, default_bundle_path
+
+Input = str | Path | np.ndarray
+
+
+class Model:
+    """A loaded bundle. Thread-safe for ``predict`` (the predictor holds no per-call state)."""
+
+    def __init__(self, bundle: str | Path | None = None, backend: str = "auto"):
+        self.predictor = Predictor(Path(bundle) if bundle is not None else default_bundle_path(), backend=backend)
+        self.bundle = self.predictor.bundle
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def sha256(self) -> str:
+        return self.bundle.sha256
+
+    @property
+    def operating_point(self) -> dict:
+        return dict(self.bundle.meta["operating_point"])
+
+    @property
+    def metadata(self) -> dict:
+        """``pneumo.json``: architecture, preprocessing, operating point, calibration, gate, training data."""
+        return dict(self.bundle.meta)
+
+    def predict(self, images: Input | Sequence[Input], *, on_error: str = "raise") -> Prediction | list:
+        """One image → a :class:`Prediction`; a list → a list. ``on_error='skip'`` puts the error (a
+        :class:`~pneumo.errors.PneumoError`) in the list instead of raising for an unreadable file."""
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        single = isinstance(images, str | Path | np.ndarray)
+        items = [images] if single else list(images)
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(self.predictor.predict_pixels(_pixels(item)))
+            except PneumoError as exc:
+                if on_error == "raise":
+                    raise
+                out.append(exc)
+        return out[0] if single else out
+
+    def explain(self, image: Input, method: str | None = None):
+        """The evidence for this image's decision (an :class:`~pneumo.explain.Evidence`: ``.heatmap`` H×W in
+        [0, 1] at the original geometry, ``.method``, ``.target``, ``.shows``) — what the page and report show."""
+        from pneumo.explain import DEFAULT_METHOD, explain_decision  # lazy: the explainers pull in MONAI
+
+        pixels = _pixels(image)
+        decision = self.predictor.predict_pixels(pixels).decision
+        return explain_decision(self.bundle, pixels, decision, method or DEFAULT_METHOD)
+
+    def __repr__(self) -> str:
+        return f"pneumo.Model({self.name!r}, version {self.version}, weights {self.sha256[:12]})"
+
+
+def _pixels(item: Input) -> np.ndarray:
+    if isinstance(item, np.ndarray):
+        if item.ndim != 2:
+            raise ConfigError(f"pixel arrays must be 2-D grayscale H×W in [0, 1], got shape {item.shape}")
+        return item.astype(np.float32, copy=False)
+    return read_image(item)[0]
+
+
+def load(bundle: str | Path | None = None, backend: str = "auto") -> Model:
+    """Load a bundle folder (default: ``$PNEUMO_MODEL`` or the shipped ``models/default``)."""
+    return Model(bundle, backend)
+
+
+def train(config: str | Path, data: str | Path | None = None, out: str | Path | None = None,
+          overrides: Sequence[str] = ()) -> Path:
+    """Train from a training config (→ ``OUT/bundle``) or build from a recipe (→ ``OUT``); returns the bundle."""
+    from pneumo.workflows.bundle import is_recipe, make_bundle  # lazy: Lightning
+
+    if is_recipe(config):
+        if out is None:
+            raise ConfigError("building from a recipe needs out=BUNDLE_DIR")
+        return make_bundle(config, out, data=data, overrides=overrides)
+    from pneumo.training.run import train as run_train
+
+    return run_train(config, data=data, out=out, overrides=overrides)
+
+
+def evaluate(bundle: str | Path, data: str | Path | None = None, split: str = "test",
+             out: str | Path | None = None) -> dict:
+    """Metrics with patient-bootstrap CIs at the bundle's saved operating point (as ``pneumo evaluate``)."""
+    from pneumo.bundle import load_bundle
+    from pneumo.data import load_dataset, resolve_data
+    from pneumo.evaluation.runner import evaluate_bundle, select_split
+
+    b = load_bundle(bundle)
+    path = resolve_data(data)
+    samples = select_split(load_dataset(path), split)
+    out = Path(out) if out else Path("reports") / f"{b.name}-{split}"
+    return evaluate_bundle(b, samples, out, split=None if split == "all" else split, data_path=path)

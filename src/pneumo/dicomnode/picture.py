@@ -1,0 +1,88 @@
+"""The picture in the Secondary Capture: the film, the heatmap over it, a colour legend and burned-in text.
+
+Why burned in: a Secondary Capture is shown by every viewer as plain pixels; overlays, presentation
+states and SR links are not. So everything a reader must see (probability, decision, model version,
+"not for diagnosis") is drawn into the pixels, in a band below the film so no anatomy is hidden.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+
+from pneumo.explain import Evidence, explain_decision
+
+MAX_SIDE = 1024
+ALPHA = 0.5
+CMAP = "jet"
+
+
+def evidence(bundle, pixels: np.ndarray, decision: str) -> Evidence:
+    """The one call into pneumo's explanations: the same map for a decision as the web app and the
+    PDF report show (:func:`pneumo.explain.explain_decision`, with its default method).
+
+    ``Evidence.heatmap`` is float32 ``H×W`` in [0, 1] at the film's geometry; ``Evidence.shows`` says
+    whose evidence it is, for the burned-in caption.
+    """
+    return explain_decision(bundle, pixels, decision)
+
+
+def _fit(pixels: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = pixels.shape
+    scale = min(1.0, MAX_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = []
+    for a in (pixels, heat):
+        im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
+        if scale < 1.0:
+            im = im.resize(size, Image.Resampling.BILINEAR)
+        out.append(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
+    return out[0], out[1]
+
+
+def render(pixels: np.ndarray, heat: np.ndarray | None, lines: list[str]) -> np.ndarray:
+    """``read_image`` pixels (+ heatmap, same ``H×W``) → ``H'×W'×3`` uint8 RGB for a Secondary Capture.
+
+    The film keeps its aspect (long side ≤ 1024); heat is blended in ``jet`` with opacity rising with
+    the heat, so cold regions show the untouched film. A legend bar sits at the right, ``lines`` of
+    text in a black band underneath.
+    """
+    img, hm = _fit(pixels, heat if heat is not None else np.zeros_like(pixels))
+    h, w = img.shape
+    grey = np.repeat(img[..., None], 3, axis=2)
+    if heat is not None:
+        colour = colormaps[CMAP](hm)[..., :3].astype(np.float32)
+        a = (ALPHA * np.sqrt(hm))[..., None]
+        grey = grey * (1.0 - a) + colour * a
+    film = (np.clip(grey, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    font_px = max(14, min(28, w // 40))
+    font = ImageFont.load_default(size=font_px)
+    small = ImageFont.load_default(size=max(12, font_px - 4))
+    legend_w = 6 * font_px + 30
+    per_line = max(20, int((w + legend_w - 20) / (0.55 * font_px)))
+    lines = [part for line in lines for part in (textwrap.wrap(line, per_line) or [""])]
+    band_h = int(len(lines) * font_px * 1.35) + font_px
+    canvas = Image.new("RGB", (w + legend_w, h + band_h), (0, 0, 0))
+    canvas.paste(Image.fromarray(film, mode="RGB"), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+
+    if heat is not None:  # legend: a vertical jet bar, 'high' on top, 'low' at the bottom
+        top, bottom, x0 = font_px * 2, h - font_px * 2, w + 12
+        ramp = np.linspace(1.0, 0.0, max(2, bottom - top))
+        bar = (colormaps[CMAP](ramp)[:, :3] * 255).astype(np.uint8)
+        bar_img = Image.fromarray(np.repeat(bar[:, None, :], 16, axis=1), mode="RGB")
+        canvas.paste(bar_img, (x0, top))
+        draw.text((x0, top - font_px - 4), "high", fill=(255, 255, 255), font=small)
+        draw.text((x0, bottom + 4), "low", fill=(255, 255, 255), font=small)
+        draw.text((x0 + 22, (top + bottom) // 2), "strength\nof the\nevidence", fill=(255, 255, 255), font=small, anchor="lm")
+
+    y = h + font_px // 2
+    for i, line in enumerate(lines):
+        colour = (255, 215, 0) if i == 0 else (255, 255, 255)
+        draw.text((10, y), line, fill=colour, font=font)
+        y += int(font_px * 1.35)
+    return np.asarray(canvas, dtype=np.uint8)

@@ -1,0 +1,1 @@
+"""Workflows: the multi-step jobs built from the pieces below them (members → ensemble → bundle)."""
