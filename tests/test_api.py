@@ -77,5 +77,5 @@ def test_explain_gives_the_decisions_evidence_at_the_films_geometry():
     pixels = read_image(FILM)[0]
     ev = model.explain(FILM)
     assert ev.heatmap.shape == pixels.shape
-    assert 0.0 <= float(ev.heatmap.min()) and float(ev.heatmap.max()) <= 1.0 and float(ev.heatmap.max()) > 0
+    assert float(ev.heatmap.min()) >= 0.0 and float(ev.heatmap.max()) <= 1.0 and float(ev.heatmap.max()) > 0
     assert ev.target == ("pneumonia" if model.predict(FILM).decision == "PNEUMONIA" else "normal")
