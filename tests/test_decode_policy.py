@@ -190,6 +190,8 @@ def test_server_reads_what_the_cli_reads(client, val_originals):
         r = client.post("/api/v1/predict", files={"file": (name, data, ctype)})
         assert r.status_code == 200, f"{name}: {r.text[:300]}"
         assert r.json()["image"]["format"] == fmt
+        named_as_other = name.endswith((".jpg", ".png")) and fmt not in name.upper().replace("JPG", "JPEG")
+        assert any("its content is" in w for w in r.json()["warnings"]) == named_as_other, (name, r.json()["warnings"])
     gif = client.post("/api/v1/predict", files={"file": ("x.gif", _save(Image.new("L", (64, 64)), "GIF"), "image/gif")})
     assert gif.status_code == 415 and gif.json()["error"]["code"] == "unsupported_format"
     assert "GIF" in gif.json()["error"]["message"] and "not an image type" not in gif.json()["error"]["message"]

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from pneumo.data.sniff import misleading_name
 from pneumo.errors import PneumoError
 from pneumo.server.audit_store import AuditRow
 from pneumo.server.docs_page import render_docs
@@ -149,7 +150,7 @@ async def analyse_upload(request: Request, *, heatmap: bool, display: bool, fram
         engine = _engine(request)
         data, ctype, filename = await read_upload(request, s.max_upload_bytes, s.body_timeout_s, s.body_deadline_s)
         row.image_sha256 = hashlib.sha256(data).hexdigest()
-        check_kind(data, ctype, filename)
+        name_warning = misleading_name(check_kind(data, ctype, filename), filename)
         if not gate.try_enter():
             raise Busy(f"The server is busy ({gate.limit} requests in progress). Try again in a few seconds.")
         entered = True
@@ -157,6 +158,8 @@ async def analyse_upload(request: Request, *, heatmap: bool, display: bool, fram
         result: Analysis = await loop.run_in_executor(
             engine.executor, lambda: engine.analyse(data, heatmap=heatmap, display=display, frame=frame)
         )
+        if name_warning:  # read by its bytes, as the CLI does, and said so
+            result.warnings.insert(0, name_warning)
         response = _response(engine, result, rid, t0)
         extra = None if then is None else await loop.run_in_executor(engine.executor, lambda: then(response, result))
         _fill_row(row, response)
