@@ -30,6 +30,20 @@ PATIENT_ID = "FAKE-PID-44719"
 SCU_AET = "TESTSCU"
 
 
+def stop_process(proc: subprocess.Popen | None, log, sig: int, grace_s: float) -> None:
+    """Signal a process this test started (by its own handle), kill it after ``grace_s``, close its log."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    log.close()
+
+
 def need_orthanc() -> None:
     if not Path(ORTHANC).exists():
         pytest.skip("Orthanc is not installed (Debian package `orthanc`; `make orthanc` installs it as root)")
@@ -78,15 +92,7 @@ class Orthanc:
         raise RuntimeError("Orthanc did not answer in time")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None:
-            self._log.close()
+        stop_process(self.proc, self._log, signal.SIGTERM, grace_s=15)
         self.proc = None
 
     def upload(self, data: bytes) -> str:
@@ -150,15 +156,7 @@ class Node:
         raise RuntimeError("dicom-node did not start in time")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None:
-            self._log.close()
+        stop_process(self.proc, self._log, sig, grace_s=30)
         self.proc = None
 
     def status(self) -> dict:

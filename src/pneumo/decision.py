@@ -123,8 +123,7 @@ def shift_robust_threshold(labels, logits_by_shift: dict[str, np.ndarray], targe
     pooled = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in logits_by_shift.values()])
     pooled_y = np.tile(y, len(logits_by_shift))
     point = sensitivity_threshold(pooled_y, pooled, target_sensitivity)
-    clean = np.asarray(logits_by_shift["none"], dtype=np.float64)
-    pred = clean >= point["logit"]
+    clean = binary_metrics_at(y, np.asarray(logits_by_shift["none"], dtype=np.float64) >= point["logit"])
     return {
         "rule": "sensitivity_under_shift",
         "logit": point["logit"],
@@ -132,6 +131,6 @@ def shift_robust_threshold(labels, logits_by_shift: dict[str, np.ndarray], targe
         "pooled_sensitivity": point["val_sensitivity"],
         "pooled_specificity": point["val_specificity"],
         "n_shifts": len(logits_by_shift),
-        "val_sensitivity": float(pred[y == 1].mean()),
-        "val_specificity": float((~pred[y == 0]).mean()),
+        "val_sensitivity": clean["sensitivity"],
+        "val_specificity": clean["specificity"],
     }

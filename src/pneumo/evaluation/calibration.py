@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from scipy.special import expit, log_expit
+from scipy.special import log_expit
 from scipy.special import logit as log_odds
 
-from pneumo.bundle import load_bundle, update_meta
+from pneumo.bundle import calibrated_probability, load_bundle, update_meta
 from pneumo.data.discover import Sample
 from pneumo.errors import DatasetError
 from pneumo.evaluation.metrics import expected_calibration_error
@@ -80,8 +80,7 @@ def retarget_prevalence(bias: float, from_prevalence: float, to_prevalence: floa
 
 def calibration_summary(logit, y, t_before: float, t_after: float, b_before: float = 0.0, b_after: float = 0.0) -> dict:
     """ECE, Brier and NLL before/after for the same logits."""
-    z = np.asarray(logit, dtype=np.float64)
-    p0, p1 = expit(z / t_before + b_before), expit(z / t_after + b_after)
+    p0, p1 = calibrated_probability(logit, t_before, b_before), calibrated_probability(logit, t_after, b_after)
     y = np.asarray(y, dtype=np.float64)
     return {
         "temperature_before": float(t_before),
