@@ -15,10 +15,15 @@ WORKDIR /app
 # CPU-only torch first, from the PyTorch CPU index, so pip never pulls the CUDA build.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
-# Dependencies before the source, so code edits do not reinstall them.
-COPY pyproject.toml README.md ./
+# Dependencies from pyproject.toml alone, before the source: a code edit rebuilds only the layers below.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+
+COPY README.md ./
 COPY src ./src
-RUN pip install . && python -c "import pneumo.server, pneumo.cli.serve"
+RUN pip install --no-deps . && python -c "import pneumo.server, pneumo.cli.serve"
 
 # The shipped model (pneumo.json, model.safetensors, optional model.onnx / ood.safetensors).
 COPY models/default ./models/default

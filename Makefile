@@ -33,7 +33,8 @@ run: setup
 	$(BIN)/pneumo serve --host $(HOST) --port $(PORT)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 
 test: setup browser orthanc lint
 	$(BIN)/python -m pytest -q

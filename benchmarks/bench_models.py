@@ -47,7 +47,8 @@ def latency_ms(model: torch.nn.Module, size: int, iters: int) -> tuple[float, fl
     return tuple(1000 * statistics.median(t) for t in zip(*times, strict=True))
 
 
-def train_images_per_s(model: torch.nn.Module, size: int, batch: int, iters: int, warmup: int = 2) -> tuple[float, float]:
+def train_images_per_s(model: torch.nn.Module, size: int, batch: int, iters: int,
+                       warmup: int = 2) -> tuple[float, float]:
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 1, size, size), torch.randint(0, 2, (batch,)).float()

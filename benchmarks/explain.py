@@ -137,12 +137,14 @@ def table(name: str, res: dict) -> str:
             continue
         ok = "✓" if r["meets_sanity"] else "✗"
         okf = "✓" if r["meets_faithfulness"] else "✗"
-        lines.append(f"| {m} | {r['abs_spearman']:.3f} {ok} | {r['deletion_auc']:.3f} ({r['deletion_auc'] - rand['deletion_auc']:+.3f}) {okf} "
+        lines.append(f"| {m} | {r['abs_spearman']:.3f} {ok} "
+                     f"| {r['deletion_auc']:.3f} ({r['deletion_auc'] - rand['deletion_auc']:+.3f}) {okf} "
                      f"| {r['insertion_auc']:.3f} ({r['insertion_auc'] - rand['insertion_auc']:+.3f}) "
                      f"| {r['outside']:.2f} ({r['outside_area']:.2f}) | {r['border']:.2f} / {r['text']:.3f} "
                      f"| {r['wall_s']:.2f} / {r['cpu_s']:.2f} |")
     lines.append(f"| random map | — | {rand['deletion_auc']:.3f} | {rand['insertion_auc']:.3f} "
-                 f"| {rand['outside']:.2f} ({rand['outside_area']:.2f}) | {rand['border']:.2f} / {rand['text']:.3f} | — |")
+                 f"| {rand['outside']:.2f} ({rand['outside_area']:.2f}) "
+                 f"| {rand['border']:.2f} / {rand['text']:.3f} | — |")
     return "\n".join(lines)
 
 

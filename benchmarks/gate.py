@@ -83,7 +83,7 @@ def population(bundle: str, paths: dict[str, list[str]]) -> dict:
     out = {}
     for name, ps in paths.items():
         c = defaultdict(int)
-        for _, p, _err in pred.predict_paths(ps, batch_size=32):
+        for p in (o.prediction for o in pred.predict(ps, batch_size=32, on_error="record")):
             if p is None or p.population_score is None:
                 c["error" if p is None else "no population score"] += 1
                 continue
@@ -118,7 +118,8 @@ def main(argv=None) -> int:
     y = np.array([i.positive for i in items])
     print(f"{len(items)} training items ({y.sum()} chest), features in {time.perf_counter() - t0:.0f} s", flush=True)
     thr = DEFAULT_THRESHOLD
-    report: dict = {"classifier": args.classifier, "threshold": thr, "leave_one_source_out": loso(items, x, y, args.classifier, thr)}
+    report: dict = {"classifier": args.classifier, "threshold": thr,
+                    "leave_one_source_out": loso(items, x, y, args.classifier, thr)}
     gate = train_classifier(x, y, args.classifier)
     gate.threshold = thr
     ds = load_dataset(resolve_data(args.data))

@@ -53,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.bundle}: no OOD detector fitted", file=sys.stderr)
         return 2
     imgs = foreign_images()
-    res = pred.predict_batch([a for _, a in imgs.values()])
+    res = pred.predict([a for _, a in imgs.values()])
     per_source: dict[str, list[bool]] = {}
     rows = []
     for (name, (src, _)), r in zip(imgs.items(), res, strict=True):
         per_source.setdefault(src, []).append(r.ood)
         rows.append({"image": name, "source": src, "ood_score": r.ood_score, "refused": r.ood})
     val = load_dataset(resolve_data(args.data)).select("val")
-    vres = pred.predict_batch([read_image(s.path)[0] for s in val])
+    vres = pred.predict([read_image(s.path)[0] for s in val])
     report = {
         "threshold": pred.ood_detector.threshold,
         "refused": {k: f"{sum(v)}/{len(v)}" for k, v in per_source.items()},

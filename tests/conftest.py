@@ -22,7 +22,8 @@ TINY_SPEC = PreprocessSpec(size=64)
 
 def _shared_data() -> Path:
     env = os.environ.get("PNEUMO_DATA")
-    for p in ([Path(env)] if env else []) + [REPO / "data" / "chest_xray", REPO.parent / "shared" / "data" / "chest_xray"]:
+    candidates = [REPO / "data" / "chest_xray", REPO.parent / "shared" / "data" / "chest_xray"]
+    for p in ([Path(env)] if env else []) + candidates:
         if p.is_dir():
             return p
     pytest.fail("the shared dataset is missing: set PNEUMO_DATA or place it at ../shared/data/chest_xray")
@@ -59,7 +60,8 @@ def small_samples(dataset) -> list[Sample]:
     """96 training images (48 NORMAL, 48 PNEUMONIA) labelled train/val by a patient hash (~25% val)."""
     subset = pick_subset(dataset.select("train"), 48)
     return [
-        Sample(s.path, s.label, "val" if _bucket(s.patient_id) < 25 else "train", s.patient_id, s.pathogen, s.patient_from_name)
+        Sample(s.path, s.label, "val" if _bucket(s.patient_id) < 25 else "train", s.patient_id, s.pathogen,
+               s.patient_from_name)
         for s in subset
     ]
 

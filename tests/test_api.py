@@ -39,10 +39,12 @@ def test_load_predicts_paths_pixels_and_lists_like_the_cli(tmp_path):
     model = pneumo.load()
     one = model.predict(FILM)
     pixels = model.predict(read_image(FILM)[0])
-    many = model.predict([FILM, tmp_path / "missing.jpeg"], on_error="skip")
+    many = model.predict([FILM, tmp_path / "missing.jpeg"], on_error="record")
     assert one.probability == pytest.approx(pixels.probability, abs=1e-9)
-    assert many[0].probability == pytest.approx(one.probability, abs=1e-9)
-    assert isinstance(many[1], PneumoError)
+    assert many[0].prediction.probability == pytest.approx(one.probability, abs=1e-9)
+    assert isinstance(many[1].error, PneumoError) and many[1].path.endswith("missing.jpeg")
+    assert [p.probability for p in model.predict([FILM, tmp_path / "missing.jpeg"], on_error="skip")] == [
+        pytest.approx(one.probability, abs=1e-9)]
     with pytest.raises(PneumoError):
         model.predict(tmp_path / "missing.jpeg")
     r = subprocess.run([sys.executable, "-m", "pneumo", "predict", str(FILM), "--json"], cwd=ROOT,

@@ -31,7 +31,7 @@ def test_tiny_bundle_is_trained_and_round_trips(tiny_bundle, small_samples):
     bundle = load_bundle(tiny_bundle)
     val = [s for s in small_samples if s.split == "val"]
     predictor = Predictor(bundle, backend="torch")
-    logits = predictor.logits_for_paths([s.path for s in val])
+    logits = predictor.logits_for([s.path for s in val])
     labels = np.array([s.label for s in val])
     # a trained model separates the classes better than chance on held-out patients
     from sklearn.metrics import roc_auc_score

@@ -156,7 +156,8 @@ _SEED = make_dicom(STORED[:8, :8])
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, len(_SEED) - 1), st.integers(0, 255)), min_size=1, max_size=6), st.integers(0, 300))
+@given(st.lists(st.tuples(st.integers(0, len(_SEED) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(0, 300))
 def test_fuzz_mutated_dicom(flips, cut):
     data = bytearray(_SEED)
     for pos, value in flips:

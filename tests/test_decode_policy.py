@@ -85,7 +85,8 @@ def test_gif_is_refused_in_the_same_words_by_cli_and_server(tmp_path):
         read_image(path)
     with pytest.raises(PneumoError) as server:
         check_kind(gif, "image/gif", "film.gif")
-    assert cli.value.code == server.value.code == "unsupported_format" and cli.value.status == server.value.status == 415
+    assert cli.value.code == server.value.code == "unsupported_format"
+    assert cli.value.status == server.value.status == 415
     cli_words = str(cli.value).split(": ", 1)[1]
     assert cli_words.lower() == str(server.value).lower()
     assert "GIF" in cli_words and "which is not an image type" not in str(server.value)
@@ -121,10 +122,12 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 def _hostile_corpus(jpeg: bytes) -> dict[str, bytes]:
     """Inputs that used to leak library messages (issue 13 item 9), one of each kind."""
     png = _save(Image.fromarray((STORED >> 4).astype(np.uint8)), "PNG")
-    ztxt = _png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(b"A" * (64 << 20)))  # inflates past Pillow's text limit
+    # a zTXt chunk that inflates past Pillow's text limit
+    ztxt = _png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(b"A" * (64 << 20)))
     text_bomb = png[:33] + ztxt + png[33:]
     nested = bytearray(to_bytes(_dataset(STORED[:4, :4])))
-    deep = (struct.pack("<HH2sHI", 0x0040, 0x0275, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)) * 6000
+    deep = (struct.pack("<HH2sHI", 0x0040, 0x0275, b"SQ", 0, 0xFFFFFFFF)
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)) * 6000
     at = nested.find(b"\x08\x00\x60\x00")  # before Modality: the sequence nests without end
     deep_dicom = bytes(nested[:at]) + deep
     no_bits = _dataset()
@@ -147,7 +150,8 @@ def _hostile_corpus(jpeg: bytes) -> dict[str, bytes]:
         "DICOM without Bits Allocated": to_bytes(no_bits),
         "RLE palette DICOM without its palette": rle,
         "DICOM with 13 bits allocated": to_bytes(dtype),
-        "PNG over Pillow's limit": b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)),
+        "PNG over Pillow's limit": b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)),
         "GIF": _save(Image.new("L", (8, 8)), "GIF"),
         "DICM then garbage": bytes(128) + b"DICM" + np.random.default_rng(5).bytes(400),
     }

@@ -34,8 +34,8 @@ def test_default_bundle_is_complete_and_small():
 def test_default_onnx_matches_torch_on_real_xrays(val_originals):
     bundle = load_bundle(DEFAULT)
     paths = [s.path for s in val_originals]
-    onnx = Predictor(bundle, backend="onnx").logits_for_paths(paths)
-    torch_ = Predictor(bundle, backend="torch").logits_for_paths(paths)
+    onnx = Predictor(bundle, backend="onnx").logits_for(paths)
+    torch_ = Predictor(bundle, backend="torch").logits_for(paths)
     p_onnx, p_torch = (Predictor(bundle, backend="torch").probabilities(x) for x in (onnx, torch_))
     assert np.max(np.abs(p_onnx - p_torch)) <= 1e-4
 
@@ -44,9 +44,9 @@ def test_default_model_separates_the_official_val_originals(val_originals):
     """A floor, not a result: the 16 originals were never used for selection or thresholds."""
     predictor = Predictor(default_bundle_path())
     labels = np.array([s.label for s in val_originals])
-    logits = predictor.logits_for_paths([s.path for s in val_originals])
+    logits = predictor.logits_for([s.path for s in val_originals])
     assert roc_auc_score(labels, logits) >= 0.9
-    preds = [predictor.predict_pixels(read_image(s.path)[0]) for s in val_originals]
+    preds = [predictor.predict([read_image(s.path)[0]])[0] for s in val_originals]
     assert not any(p.ood for p in preds), "a real chest X-ray was refused as out-of-distribution"
 
 
@@ -54,5 +54,5 @@ def test_default_model_separates_the_official_val_originals(val_originals):
 def test_default_model_refuses_non_xrays(kind):
     rng = np.random.default_rng(0)
     pixels = rng.random((480, 640), dtype=np.float32) if kind == "noise" else np.full((480, 640), 0.5, np.float32)
-    pred = Predictor(default_bundle_path()).predict_pixels(pixels)
+    pred = Predictor(default_bundle_path()).predict([pixels])[0]
     assert pred.ood

@@ -82,7 +82,8 @@ class Orthanc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited {self.proc.returncode}: {(self.root / 'orthanc.log').read_text()[-1500:]}")
+                log = (self.root / "orthanc.log").read_text()[-1500:]
+                raise RuntimeError(f"Orthanc exited {self.proc.returncode}: {log}")
             try:
                 if httpx.get(self.url + "/system", timeout=1.0).status_code == 200:
                     return self
@@ -101,7 +102,8 @@ class Orthanc:
         return r.json()["ID"]
 
     def store(self, modality: str, ids: list[str]) -> dict:
-        r = httpx.post(f"{self.url}/modalities/{modality}/store", json={"Resources": ids, "Synchronous": True}, timeout=180)
+        r = httpx.post(f"{self.url}/modalities/{modality}/store", json={"Resources": ids, "Synchronous": True},
+                       timeout=180)
         r.raise_for_status()
         return r.json()
 
@@ -113,7 +115,8 @@ class Orthanc:
         return r.json()
 
     def instances(self, study_uid: str, modality: str) -> list[str]:
-        return [i for s in self.series(study_uid) if s["MainDicomTags"].get("Modality") == modality for i in s["Instances"]]
+        return [i for s in self.series(study_uid) if s["MainDicomTags"].get("Modality") == modality
+                for i in s["Instances"]]
 
     def wait_for(self, study_uid: str, counts: dict[str, int], timeout: float) -> dict[str, list[str]]:
         """Poll until the study holds at least ``counts`` instances per modality, e.g. ``{"SR": 1, "OT": 1}``."""

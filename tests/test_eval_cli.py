@@ -82,7 +82,8 @@ def test_predictions_csv_uses_saved_threshold_and_true_labels(val_eval, tiny_bun
     thr = load_bundle(tiny_bundle).threshold_logit
     for r, s in zip(rows, val_originals, strict=True):
         assert r["label"] == s.class_name
-        assert r["decision"] == ("PNEUMONIA" if float(r["logit"]) >= thr - 1e-5 else "NORMAL") or abs(float(r["logit"]) - thr) < 1e-5
+        assert (r["decision"] == ("PNEUMONIA" if float(r["logit"]) >= thr - 1e-5 else "NORMAL")
+                or abs(float(r["logit"]) - thr) < 1e-5)
         assert 0.0 <= float(r["probability"]) <= 1.0
 
 
@@ -169,7 +170,7 @@ def test_card_has_every_section(tiny_bundle, val_eval, tmp_path, small_samples):
 
     val = [s for s in small_samples if s.split == "val"]
     y = np.array([s.label for s in val])
-    logit = Predictor(b).logits_for_paths([s.path for s in val])
+    logit = Predictor(b).logits_for([s.path for s in val])
     thr = load_bundle(b).threshold_logit
     vm = {"split": "validation carved from train by patient", **metrics_at(y, logit, thr),
           "official_val": {**metrics_at(y[:6], logit[:6], thr), "note": "first 6 val images"}}

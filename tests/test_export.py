@@ -55,7 +55,7 @@ def test_int8_rule_applied(exported):
     if info["accepted"]:
         assert info["sha256"] == sha256_file(path / "model.int8.onnx")
         p8 = Predictor(path, backend="onnx", onnx_file="model.int8.onnx")
-        assert 0.0 <= p8.predict_pixels(np.zeros((80, 80), np.float32)).probability <= 1.0
+        assert 0.0 <= p8.predict([np.zeros((80, 80), np.float32)])[0].probability <= 1.0
     else:
         assert f"{drop:.4f}" in refusal
 
@@ -90,11 +90,11 @@ def test_onnx_and_torch_predictors_agree(exported, val_originals):
     np.testing.assert_allclose(lo, lt, atol=1e-4)
     np.testing.assert_allclose(eo, et, atol=1e-4)
     np.testing.assert_allclose(po.logits(batch), lo, atol=1e-6)
-    ro, rt = po.predict_batch(pix), pt.predict_batch(pix)
+    ro, rt = po.predict(pix), pt.predict(pix)
     for a, b in zip(ro, rt, strict=True):
         assert abs(a.probability - b.probability) <= 1e-4 and a.decision == b.decision and a.ood == b.ood
         assert a.ood_score == pytest.approx(b.ood_score, rel=1e-4, abs=1e-4)
-    single = po.predict_pixels(pix[0])
+    single = po.predict([pix[0]])[0]
     assert single.probability == pytest.approx(ro[0].probability, abs=1e-6)
     assert single.threshold == pytest.approx(po.bundle.threshold)
 

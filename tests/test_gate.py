@@ -105,7 +105,7 @@ def test_predictor_two_answers(gated_bundle, val_originals):
     pred = Predictor(gated_bundle, backend="torch")
     assert pred.gate is not None and pred.refusal_threshold == pred.gate.threshold
     xr = [read_image(s.path)[0] for s in val_originals[:6]]
-    res = pred.predict_batch(xr + [squashed(xr[0], 10000, 32), np.ascontiguousarray(np.rot90(xr[1], 2))])
+    res = pred.predict(xr + [squashed(xr[0], 10000, 32), np.ascontiguousarray(np.rot90(xr[1], 2))])
     thr = pred.ood_detector.threshold
     for r in res[:6]:
         assert not r.ood and r.decision in ("NORMAL", "PNEUMONIA") and r.reason is None
@@ -113,7 +113,7 @@ def test_predictor_two_answers(gated_bundle, val_originals):
     for r in res[6:]:
         assert r.ood and r.decision == NOT_A_CXR and r.population is None and r.reason
     # without checks the geometry rule and the gate are off, and no population is given
-    bare = Predictor(gated_bundle, backend="torch", ood=False).predict_pixels(squashed(xr[0], 10000, 32))
+    bare = Predictor(gated_bundle, backend="torch", ood=False).predict([squashed(xr[0], 10000, 32)])[0]
     assert not bare.ood and bare.population is None
 
 
@@ -129,7 +129,8 @@ def test_api_audit_and_csv_carry_population(gated_bundle, val_originals, tmp_pat
     assert (pop["value"] == "atypical") == any("outside the population" in w for w in good["warnings"])
     assert info["gate"]["fitted"] and info["gate"]["threshold"] == good["ood"]["threshold"]
     with sqlite3.connect(tmp_path / "a.sqlite") as db:
-        (stored,) = db.execute("SELECT population FROM predictions WHERE request_id = ?", (good["request_id"],)).fetchone()
+        (stored,) = db.execute("SELECT population FROM predictions WHERE request_id = ?",
+                               (good["request_id"],)).fetchone()
     assert stored == pop["value"]
     out = tmp_path / "rows.csv"
     r = CliRunner().invoke(cli, ["predict", str(gated_bundle), str(val_originals[0].path), "--out", str(out)])

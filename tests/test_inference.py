@@ -36,8 +36,7 @@ def test_predict_folder_csv_and_json(tiny_bundle, mixed_folder, tmp_path):
                                                   "population", "population_score", "error"]
     by_name = {Path(r["path"]).name: r for r in rows}
     good = by_name["good.jpeg"]
-    expected = Predictor(tiny_bundle, backend="torch").predict_paths([mixed_folder / "good.jpeg"])
-    p = next(iter(expected))[1]
+    p = Predictor(tiny_bundle, backend="torch").predict([mixed_folder / "good.jpeg"])[0]
     assert good["error"] == "" and float(good["probability"]) == pytest.approx(p.probability, abs=1e-5)
     assert good["decision"] == p.decision
     assert "empty" in by_name["empty.jpeg"]["error"] and by_name["empty.jpeg"]["probability"] == ""

@@ -69,7 +69,8 @@ def test_ensemble_gradcam_and_onnx(tmp_path):
     onnx_path = tmp_path / "ens.onnx"
     export_onnx_file(ens, SIZE, onnx_path)
     xb = torch.randn(4, 1, SIZE, SIZE)
-    logit, emb = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"image": xb.numpy()})
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logit, emb = session.run(None, {"image": xb.numpy()})
     with torch.no_grad():
         assert np.allclose(np.ravel(logit), ens(xb).numpy(), atol=1e-4)
         assert np.allclose(emb, ens.embed(xb).numpy(), atol=1e-4)

@@ -61,7 +61,8 @@ def test_reference_and_drift_arithmetic(ref_bundle):
 def test_buckets_bounds_and_refusals():
     assert bucket_key("2026-03-04T23:59:00+00:00", "week") == "2026-03-02"  # a Wednesday → its Monday
     rows = [{"time": f"2026-03-0{d}T08:00:00+00:00", "outcome": o, "probability": None, "latency_ms": 3.0,
-             "error_code": "busy" if o == "error" else None} for d in (2, 3) for o in ["refused_ood"] * 5 + ["ok"] * 10 + ["error"] * 3]
+             "error_code": "busy" if o == "error" else None}
+            for d in (2, 3) for o in ["refused_ood"] * 5 + ["ok"] * 10 + ["error"] * 3]
     s = summarise(rows, {"name": "m"}, bucket="day")
     assert [b["start"] for b in s["buckets"]] == ["2026-03-02", "2026-03-03"]
     assert s["overall"]["refusal_rate"] == round(10 / 30, 4) and s["overall"]["error_codes"] == {"busy": 6}

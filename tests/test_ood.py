@@ -65,13 +65,13 @@ def test_refuses_non_xrays_accepts_unseen_xrays(ood_bundle, val_originals):
     pred = Predictor(ood_bundle, backend="torch")
     foreign = non_xray_images()
     assert len(foreign) >= 25  # the shipped images really loaded
-    res = dict(zip(foreign, pred.predict_batch(list(foreign.values())), strict=True))
+    res = dict(zip(foreign, pred.predict(list(foreign.values())), strict=True))
     refused = [k for k, r in res.items() if r.ood]
     assert all(r.decision == "NOT_A_CHEST_XRAY" for r in res.values() if r.ood)
     assert len(refused) / len(res) >= 0.8, f"refused only {refused}"
     for name in ("page.png", "CT_small.dcm", "MR_small.dcm", "blank_black", "noise_uniform"):
         assert res[name].ood, name
-    xr = pred.predict_batch([read_image(s.path)[0] for s in val_originals])
+    xr = pred.predict([read_image(s.path)[0] for s in val_originals])
     accepted = np.mean([not r.ood for r in xr])
     assert accepted >= 0.75, f"accepted only {accepted:.0%} of the 16 unseen val originals"
 
@@ -91,6 +91,6 @@ def test_embedding_only_score_is_never_stricter(ood_bundle, val_originals):
 
 def test_no_detector_and_bad_arguments(tiny_bundle, small_samples):
     assert OODDetector.load(tiny_bundle) is None
-    assert Predictor(tiny_bundle, backend="torch").predict_pixels(np.zeros((64, 64), np.float32)).ood_score is None
+    assert Predictor(tiny_bundle, backend="torch").predict([np.zeros((64, 64), np.float32)])[0].ood_score is None
     with pytest.raises(ConfigError, match="accept_rate"):
         fit_ood(tiny_bundle, small_samples, small_samples, accept_rate=1.0)

@@ -1,5 +1,5 @@
 """A bundle never mixes artefacts: after a real retrain (``train --resume``) the previous model's ONNX
-files, model card and OOD statistics are gone or rebuilt, and a stale file put back is refused."""
+files, model card and OOD statistics are rebuilt from the new weights, and a stale file put back is refused."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from pneumo.inference import Predictor
 from pneumo.inference.export import export_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-DERIVED = ("model.onnx", "MODEL_CARD.md")
 
 
 def cli(*args):
@@ -28,7 +27,7 @@ def cli(*args):
 
 
 def probability(bundle, image, **kw) -> float:
-    return Predictor(bundle, **kw).predict_pixels(read_image(image)[0]).probability
+    return Predictor(bundle, **kw).predict([read_image(image)[0]])[0].probability
 
 
 @pytest.mark.slow
@@ -36,8 +35,9 @@ def test_resume_into_a_bundle_never_answers_with_the_old_onnx(small_manifest, va
     from pneumo.evaluation.card import write_card
 
     run, image = tmp_path / "run", val_originals[4].path
-    first = cli("train", "--config", REPO / "configs/tiny.yaml", "--data", small_manifest, "--out", run,
-                "train.epochs=1", "data.cache_file=false")
+    with pytest.warns(UserWarning, match=r"no chest-X-ray gate.*pneumo gate copy"):  # 96 films: too few to fit
+        first = cli("train", "--config", REPO / "configs/tiny.yaml", "--data", small_manifest, "--out", run,
+                    "train.epochs=1", "data.cache_file=false")
     assert first.exit_code == 0, first.output[-3000:]
     bundle = run / "bundle"
     assert cli("export", bundle).exit_code == 0
@@ -51,15 +51,16 @@ def test_resume_into_a_bundle_never_answers_with_the_old_onnx(small_manifest, va
     assert resumed.exit_code == 0, resumed.output[-3000:]
     new_weights = sha256_file(bundle / "model.safetensors")
     assert new_weights != old_weights
-    for name in DERIVED:  # before: both stayed, and predict answered with the old model.onnx
-        assert not (bundle / name).exists(), f"{name} from the previous weights survived the retrain"
     meta = json.loads((bundle / "pneumo.json").read_text())
-    assert meta["derived"]["ood.safetensors"]["weights_sha256"] == new_weights  # refitted on the new weights
-    assert meta["derived"]["ood.safetensors"]["sha256"] == sha256_file(bundle / "ood.safetensors")
+    for name in ("ood.safetensors", "model.onnx"):  # before: model.onnx stayed and predict used it
+        assert meta["derived"][name]["weights_sha256"] == new_weights, f"{name} not rebuilt from the new weights"
+        assert meta["derived"][name]["sha256"] == sha256_file(bundle / name)
+    assert (bundle / "model.onnx").read_bytes() != old_onnx
+    assert "MODEL_CARD.md" in os.listdir(bundle)
     pred = Predictor(bundle)
-    assert pred.backend == "torch"
+    assert pred.backend == "onnx"
     new_p = probability(bundle, image)
-    assert new_p == pytest.approx(probability(bundle, image, backend="torch"), abs=1e-9)
+    assert new_p == pytest.approx(probability(bundle, image, backend="torch"), abs=1e-4)
     assert abs(new_p - old_p) > 1e-6, "the retrain did not change this image's answer; the test proves nothing"
 
     (bundle / "model.onnx").write_bytes(old_onnx)  # an operator copies the old file back

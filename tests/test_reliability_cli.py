@@ -85,7 +85,7 @@ def test_garbage_last_checkpoint_under_resume_is_one_line(tmp_path, data_root):
     shutil.copyfile(REPO / "configs" / "tiny.yaml", run / "config.yaml")
     (run / "run.json").write_text(json.dumps({"data": str(data_root)}))
     (run / "checkpoints" / "last.ckpt").write_bytes(np.random.default_rng(1).bytes(4096))
-    assert_one_line(cli("train", "--resume", run, "--no-ood", "data.limit=16"), "last.ckpt")
+    assert_one_line(cli("train", "--resume", run, "--weights-only", "data.limit=16"), "last.ckpt")
 
 
 def test_audit_export_to_a_directory_is_one_line(tmp_path):
@@ -125,8 +125,8 @@ def test_int8_is_selectable_in_predict(shipped, val_originals):
     from pneumo.data import read_image
 
     pixels = read_image(image)[0]
-    int8 = Predictor(shipped, onnx_file="model.int8.onnx").predict_pixels(pixels)
-    fp32 = Predictor(shipped).predict_pixels(pixels)
+    int8 = Predictor(shipped, onnx_file="model.int8.onnx").predict([pixels])[0]
+    fp32 = Predictor(shipped).predict([pixels])[0]
     assert row["probability"] == pytest.approx(int8.probability, abs=1e-6)
     assert abs(int8.probability - fp32.probability) > 0 or int8.logit != fp32.logit
     assert_one_line(cli("predict", shipped, image, "--int8", "--backend", "torch"), "torch")
@@ -154,7 +154,7 @@ def test_serve_int8_answers_with_the_int8_model(shipped, tmp_path, val_originals
     finally:
         server.stop()
     assert r.status_code == 200, r.text
-    expected = Predictor(shipped, onnx_file="model.int8.onnx").predict_pixels(read_image(image)[0])
+    expected = Predictor(shipped, onnx_file="model.int8.onnx").predict([read_image(image)[0]])[0]
     assert r.json()["probability"] == pytest.approx(expected.probability, abs=1e-6)
     with sqlite3.connect(server.db) as con:
         assert con.execute("SELECT count(*) FROM predictions WHERE outcome='ok'").fetchone()[0] == 1

@@ -33,7 +33,8 @@ def huge_png_header(w: int = 100_000, h: int = 100_000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
 def gif_animated() -> bytes:
@@ -77,8 +78,10 @@ def corpus(val_originals) -> list[tuple[str, dict, int, str]]:
         ("JPEG header only", f(jpeg[:200]), 422, DAMAGED),
         ("truncated PNG", f(png[: len(png) // 3], "x.png", "image/png"), 422, DAMAGED),
         ("plain text", f(b"patient is fine\n" * 10, "notes.txt", "text/plain"), 415, "unsupported_format"),
-        ("HTML page", f(b"<!DOCTYPE html><html><body>hi</body></html>", "a.html", "text/html"), 415, "unsupported_format"),
-        ("PDF header", f(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "scan.pdf", "application/pdf"), 415, "unsupported_format"),
+        ("HTML page", f(b"<!DOCTYPE html><html><body>hi</body></html>", "a.html", "text/html"),
+         415, "unsupported_format"),
+        ("PDF header", f(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "scan.pdf", "application/pdf"),
+         415, "unsupported_format"),
         ("ZIP archive", f(zip_bytes(jpeg), "x.zip", "application/zip"), 415, "unsupported_format"),
         ("random bytes", f(rng.bytes(4096), "x.bin", "application/octet-stream"), 415, "unsupported_format"),
         ("JPEG sent as text/plain", f(jpeg, "x.jpeg", "text/plain"), 415, "wrong_content_type"),
@@ -152,7 +155,8 @@ def test_size_limit_is_enforced_while_streaming(served):
 
     def body():
         nonlocal sent
-        yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="x.jpeg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        yield (b'--B\r\nContent-Disposition: form-data; name="file"; filename="x.jpeg"\r\n'
+               b"Content-Type: image/jpeg\r\n\r\n")
         for _ in range(64):  # 64 MB offered
             sent += 2**20
             yield b"\xff" * 2**20

@@ -25,7 +25,7 @@ def test_ddp_two_cpu_ranks(small_manifest, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(pneumo), "train",
            "--config", str(REPO / "configs/tiny.yaml"), "--data", str(small_manifest), "--out", str(out),
-           "--no-ood", "train.log_indices=true", "data.cache_file=false"]
+           "--weights-only", "train.log_indices=true", "data.cache_file=false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     seen: dict[int, dict[int, set[int]]] = {}

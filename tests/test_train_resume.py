@@ -43,7 +43,7 @@ def test_resume_after_a_crash_continues_from_the_saved_epoch(small_manifest, tmp
 
     from pneumo.cli.train import train as cli
 
-    r = CliRunner().invoke(cli, ["--resume", str(out), "--no-ood", "--json"])
+    r = CliRunner().invoke(cli, ["--resume", str(out), "--weights-only", "--json"])
     assert r.exit_code == 0, r.output
     lines = (out / "indices_rank0.txt").read_text().splitlines()
     epochs_after = [int(line.split()[0]) for line in lines]

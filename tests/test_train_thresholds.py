@@ -51,7 +51,8 @@ def test_constant_scores_give_a_finite_threshold_that_float32_logits_respect():
     assert np.isfinite(op["logit"])
     decided = logits >= op["logit"]  # float32 comparison, as at inference
     m = binary_metrics_at([0, 0, 0, 1, 1, 1], decided)
-    assert (m["sensitivity"], m["specificity"]) == (pytest.approx(op["val_sensitivity"]), pytest.approx(op["val_specificity"]))
+    assert (m["sensitivity"], m["specificity"]) == (pytest.approx(op["val_sensitivity"]),
+                                                    pytest.approx(op["val_specificity"]))
 
 
 def test_choose_and_errors():

@@ -8,12 +8,7 @@
 ``import pneumo`` — which every CLI start-up does for ``__version__`` — stays free of PyTorch.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pneumo")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+from pneumo.version import __version__
 
 _API = ("load", "train", "evaluate", "Model")
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.data import read_image
-from pneumo.errors import ConfigError, PneumoError
-from pneumo.inference import Prediction, Predictor, default_bundle_path
+from pneumo.bundle import load_bundle
+from pneumo.data import load_dataset, resolve_data
+from pneumo.errors import ConfigError
+from pneumo.inference import Predictor, default_bundle_path
+from pneumo.inference.predictor import OnError, as_pixels
 
 Input = str | Path | np.ndarray
 
@@ -52,42 +54,29 @@ class Model:
         """``pneumo.json``: architecture, preprocessing, operating point, calibration, gate, training data."""
         return dict(self.bundle.meta)
 
-    def predict(self, images: Input | Sequence[Input], *, on_error: str = "raise") -> Prediction | list:
-        """One image → a :class:`Prediction`; a list → a list. ``on_error='skip'`` puts the error (a
-        :class:`~pneumo.errors.PneumoError`) in the list instead of raising for an unreadable file."""
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    def predict(self, images: Input | Sequence[Input], *, on_error: OnError = "raise",
+                batch_size: int = 32) -> Any:
+        """One image → a :class:`Prediction`; a list → a list, in batches (:meth:`Predictor.predict`).
+
+        For an unreadable file ``on_error="raise"`` raises its :class:`~pneumo.errors.PneumoError`,
+        ``"skip"`` leaves it out, and ``"record"`` answers an :class:`~pneumo.inference.predictor.Outcome`
+        per input, in order (``.prediction``, or ``.error`` for the file that could not be read).
+        """
         single = isinstance(images, str | Path | np.ndarray)
-        items = [images] if single else list(images)
-        out: list[Any] = []
-        for item in items:
-            try:
-                out.append(self.predictor.predict_pixels(_pixels(item)))
-            except PneumoError as exc:
-                if on_error == "raise":
-                    raise
-                out.append(exc)
-        return out[0] if single else out
+        out = self.predictor.predict(images, on_error=on_error, batch_size=batch_size)
+        return out[0] if single and out else out
 
     def explain(self, image: Input, method: str | None = None):
         """The evidence for this image's decision (an :class:`~pneumo.explain.Evidence`: ``.heatmap`` H×W in
         [0, 1] at the original geometry, ``.method``, ``.target``, ``.shows``) — what the page and report show."""
         from pneumo.explain import DEFAULT_METHOD, explain_decision  # lazy: the explainers pull in MONAI
 
-        pixels = _pixels(image)
-        decision = self.predictor.predict_pixels(pixels).decision
+        pixels = as_pixels(image)
+        decision = self.predictor.predict([pixels])[0].decision
         return explain_decision(self.bundle, pixels, decision, method or DEFAULT_METHOD)
 
     def __repr__(self) -> str:
         return f"pneumo.Model({self.name!r}, version {self.version}, weights {self.sha256[:12]})"
-
-
-def _pixels(item: Input) -> np.ndarray:
-    if isinstance(item, np.ndarray):
-        if item.ndim != 2:
-            raise ConfigError(f"pixel arrays must be 2-D grayscale H×W in [0, 1], got shape {item.shape}")
-        return item.astype(np.float32, copy=False)
-    return read_image(item)[0]
 
 
 def load(bundle: str | Path | None = None, backend: str = "auto") -> Model:
@@ -97,24 +86,21 @@ def load(bundle: str | Path | None = None, backend: str = "auto") -> Model:
 
 def train(config: str | Path, data: str | Path | None = None, out: str | Path | None = None,
           overrides: Sequence[str] = ()) -> Path:
-    """Train from a training config (→ ``OUT/bundle``) or build from a recipe (→ ``OUT``); returns the bundle."""
-    from pneumo.workflows.bundle import is_recipe, make_bundle  # lazy: Lightning
+    """A finished bundle from a training config (→ ``OUT/bundle``, as ``pneumo train``) or from a recipe
+    (→ ``OUT``, as ``pneumo build``); returns the bundle's path."""
+    from pneumo.workflows.bundle import is_recipe, make_bundle, train_bundle  # lazy: Lightning
 
     if is_recipe(config):
         if out is None:
             raise ConfigError("building from a recipe needs out=BUNDLE_DIR")
         return make_bundle(config, out, data=data, overrides=overrides)
-    from pneumo.training.run import train as run_train
-
-    return run_train(config, data=data, out=out, overrides=overrides)
+    return train_bundle(config, data=data, out=out, overrides=overrides)
 
 
 def evaluate(bundle: str | Path, data: str | Path | None = None, split: str = "test",
              out: str | Path | None = None) -> dict:
     """Metrics with patient-bootstrap CIs at the bundle's saved operating point (as ``pneumo evaluate``)."""
-    from pneumo.bundle import load_bundle
-    from pneumo.data import load_dataset, resolve_data
-    from pneumo.evaluation.runner import evaluate_bundle, select_split
+    from pneumo.evaluation.runner import evaluate_bundle, select_split  # lazy: matplotlib, sklearn
 
     b = load_bundle(bundle)
     path = resolve_data(data)

@@ -40,11 +40,11 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 from scipy.special import expit
 
-from pneumo import __version__
 from pneumo.data.discover import CLASS_NAMES
 from pneumo.data.preprocess import PreprocessSpec
 from pneumo.errors import BundleError, PneumoError
 from pneumo.models import PneumoNet, build_model
+from pneumo.version import __version__
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -310,7 +310,8 @@ def derived_problem(path: Path, meta: dict, name: str, weights_sha256: str) -> s
     fix = REBUILD.get(name, "rebuild it").format(b=path, f=f)
     rec = (meta.get(DERIVED) or {}).get(name) or _legacy_record(meta, name)
     if rec is None:
-        return f"{f}: not recorded in pneumo.json as made from this model's weights (left over from an earlier model?); {fix}"
+        return (f"{f}: not recorded in pneumo.json as made from this model's weights "
+                f"(left over from an earlier model?); {fix}")
     if rec.get("weights_sha256") not in (None, weights_sha256):
         return f"{f}: made from other weights than {WEIGHTS} (stale after retraining); {fix}"
     if sha256_file(f) != rec.get("sha256"):
@@ -340,11 +341,13 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         model = build_model(arch["name"], **arch.get("kwargs", {}))
     except (TypeError, ValueError) as exc:
-        raise BundleError(f"{path / META}: architecture {arch.get('name')!r} cannot be built: {_first_line(exc)}") from exc
+        raise BundleError(f"{path / META}: architecture {arch.get('name')!r} cannot be built: "
+                          f"{_first_line(exc)}") from exc
     try:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types on damaged files
-        raise BundleError(f"{weights}: not a readable safetensors file ({_first_line(exc)}); restore or retrain") from exc
+        raise BundleError(f"{weights}: not a readable safetensors file ({_first_line(exc)}); "
+                          "restore or retrain") from exc
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:

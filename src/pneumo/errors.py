@@ -48,3 +48,9 @@ class ConfigError(PneumoError):
     """A configuration value that is missing or outside what is allowed."""
 
     code = "bad_config"
+
+
+class TooFewImages(DatasetError):
+    """A dataset too small for one step (e.g. fitting the chest-X-ray gate) that others can still run on."""
+
+    code = "too_few_images"

@@ -7,7 +7,7 @@ import importlib
 
 import click
 
-from pneumo import __version__
+from pneumo.version import __version__
 
 # command name → "module:attribute"; the order is the order of `pneumo --help`.
 COMMANDS: dict[str, str] = {

@@ -24,7 +24,8 @@ def _print_status(status: dict) -> None:
     click.echo(f"results: {status['pending']} pending, {status['sent']} sent, {status['failed']} failed")
     for r in status["not_sent"]:
         when = "given up" if r["state"] == "failed" else f"next try in {r['next_try_in_s']} s"
-        click.echo(f"  #{r['id']} {r['kind']} {r['state']}: {r['attempts']} attempt(s), {when}; {r['last_error'] or ''}")
+        click.echo(f"  #{r['id']} {r['kind']} {r['state']}: {r['attempts']} attempt(s), {when}; "
+                   f"{r['last_error'] or ''}")
 
 
 @click.command("dicom-node")

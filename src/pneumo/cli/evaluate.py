@@ -37,7 +37,8 @@ def _print_metrics(result: dict) -> None:
     click.echo(f"{b['name']} on {d['split'] or 'all'}: {d['n_images']} images "
                f"({d['n_pneumonia']} PNEUMONIA / {d['n_normal']} NORMAL, {d['n_patients']} patients)"
                + (f", {d['n_unreadable']} unreadable skipped" if d["n_unreadable"] else ""))
-    click.echo(f"operating point: logit >= {b['threshold_logit']:.4f} (p >= {b['threshold_probability']:.4f}), not re-tuned")
+    click.echo(f"operating point: logit >= {b['threshold_logit']:.4f} (p >= {b['threshold_probability']:.4f}), "
+               "not re-tuned")
     for k, label in METRIC_LABELS.items():
         m = result["metrics"][k]
         click.echo(f"  {label:<32} {fmt(m['value'])}  [{fmt(m['lo'])}, {fmt(m['hi'])}]")
@@ -108,13 +109,14 @@ def calibrate(bundle, data, split, method, prevalence, as_json):
     if as_json:
         emit_json(block)
         return
-    click.echo(f"temperature {block['temperature_before']:.4f} -> {block['temperature']:.4f}, bias {block['bias']:+.4f} "
-               f"(fitted on {block['n']} images of split {split!r}; probabilities at prevalence {block['prevalence']:.3f})")
+    click.echo(f"temperature {block['temperature_before']:.4f} -> {block['temperature']:.4f}, "
+               f"bias {block['bias']:+.4f} (fitted on {block['n']} images of split {split!r}; "
+               f"probabilities at prevalence {block['prevalence']:.3f})")
     for k in ("ece", "brier", "nll"):
         click.echo(f"  {k:<6} before {block[k + '_before']:.4f}  after {block[k + '_after']:.4f}")
     if block["at_bound"]:
-        click.echo("warning: the temperature hit its search limit; the model's scores carry little signal on this split",
-                   err=True)
+        click.echo("warning: the temperature hit its search limit; "
+                   "the model's scores carry little signal on this split", err=True)
     click.echo("decisions are unchanged: the operating point is a logit")
 
 

@@ -17,7 +17,8 @@ from pneumo.explain.core import DEFAULT_METHOD, METHODS  # the command needs tor
 @click.option("--method", type=click.Choice(list(METHODS)), default=DEFAULT_METHOD, show_default=True,
               help="Explanation method (the default was chosen by measurement: docs/explain.md).")
 @click.option("--target", type=click.Choice(["decision", "pneumonia", "normal"]), default="decision", show_default=True,
-              help="Whose evidence is shown: the model's decision (PNEUMONIA → for, NORMAL → against), or a fixed class.")
+              help="Whose evidence is shown: the model's decision (PNEUMONIA → for, NORMAL → against), "
+                   "or a fixed class.")
 @click.option("--layer", default=None, help="Target layer (dotted module name); default: the model's cam_layer.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("explanations"), show_default=True,
               help="Folder for <stem>_<method>.png overlays and .npy heatmaps.")
@@ -58,7 +59,8 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
 
         raise ImageError(f"none of the {len(rows)} inputs could be explained")
     used_layer = layer or b.model.cam_layer if method.startswith("gradcam") else None
-    report = {"bundle": str(bundle), "method": method, "target": target, "layer": used_layer, "out": str(out), "n_images": n_ok, "n_errors": len(rows) - n_ok, "images": rows}
+    report = {"bundle": str(bundle), "method": method, "target": target, "layer": used_layer, "out": str(out),
+              "n_images": n_ok, "n_errors": len(rows) - n_ok, "images": rows}
     if sanity:
         from pneumo.explain.sanity import sanity_check
 
@@ -89,7 +91,7 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
            "error": None}
     try:
         pixels, _ = read_image(path)
-        pred = predictor.predict_pixels(pixels)
+        pred = predictor.predict([pixels])[0]
         shown = target_for(pred.decision) if target == "decision" else target
         heat = explainer.heatmap(pixels, method=method, target=shown, layer=layer)
     except PneumoError as exc:
@@ -129,7 +131,8 @@ def _npy_bytes(a) -> bytes:
 
 def _print_human(report: dict) -> None:
     click.echo(f"{report['n_images']} overlays + heatmaps in {report['out']} "
-               f"({report['method']}, target {report['target']}, layer {report['layer']}); {report['n_errors']} skipped")
+               f"({report['method']}, target {report['target']}, layer {report['layer']}); "
+               f"{report['n_errors']} skipped")
     if "sanity" in report:
         s = report["sanity"]
         verdict = "PASS" if s["passed"] else "FAIL"

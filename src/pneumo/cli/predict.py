@@ -99,9 +99,10 @@ def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
     backend, onnx_file = choose_onnx(backend, int8, onnx_file)
     pred = Predictor(bundle, backend=backend, threads=threads, onnx_file=onnx_file)
     rows = []
-    for path, p, err in pred.predict_paths(expand_inputs(inputs), batch_size=batch_size, progress=True):
+    for r in pred.predict(expand_inputs(inputs), batch_size=batch_size, on_error="record", progress=True):
+        p = r.prediction
         rows.append({
-            "path": path,
+            "path": r.path,
             "probability": None if p is None else round(p.probability, 6),
             "decision": None if p is None else p.decision,
             "threshold": None if p is None else round(p.threshold, 6),
@@ -109,7 +110,7 @@ def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
             "ood_score": None if p is None or p.ood_score is None else round(p.ood_score, 4),
             "population": None if p is None else p.population,
             "population_score": None if p is None or p.population_score is None else round(p.population_score, 4),
-            "error": err,
+            "error": r.message,
         })
     if out is not None:
         atomic_write_bytes(out, rows_to_csv(rows).encode())

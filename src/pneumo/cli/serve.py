@@ -36,7 +36,8 @@ def _default_bundle() -> Path:
 @click.option("--max-pixels", default=50_000_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--queue", default=16, show_default=True, type=click.IntRange(min=1),
               help="Requests in flight or waiting per worker before answering 503 (counted once uploaded).")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Inference threads per worker.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Inference threads per worker.")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnx"]))
 @onnx_file_options
 @click.option("--body-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -44,7 +45,8 @@ def _default_bundle() -> Path:
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Host name the server is reached by (repeatable; '*' for any). Always: localhost, "
                    "127.0.0.1, ::1 and --host.")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
 @run_safely
 def serve(bundle, host, port, workers, audit_db, max_upload_mb, max_pixels, queue, threads, backend, int8, onnx_file,
           body_timeout, allowed_hosts, log_level):

@@ -11,16 +11,6 @@ import click
 from pneumo.cli.common import data_option, emit_json, json_option, run_safely
 
 
-def _fit_ood(bundle_dir: Path, run_dir: Path) -> str:
-    # lazy (as every import here that pulls in torch): `pneumo train --help` answers without it
-    from pneumo.data import load_dataset
-    from pneumo.inference.ood import fit_ood
-
-    index = load_dataset(run_dir / "manifest.csv")
-    fit_ood(bundle_dir, index.select("train"), index.select("val"))
-    return "fitted"
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
               help="YAML config (see configs/); not needed with --resume.")
@@ -28,14 +18,19 @@ def _fit_ood(bundle_dir: Path, run_dir: Path) -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/NAME-TIME).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted run from its last epoch checkpoint.")
-@click.option("--no-ood", is_flag=True, help="Do not fit the out-of-distribution detector into the bundle.")
+@click.option("--weights-only", is_flag=True,
+              help="Stop after training: no gate, OOD detector, calibration, ONNX, validation report or card.")
 @click.option("--cv", "cv", type=click.IntRange(min=2), default=None,
               help="Patient-grouped K-fold cross-validation of the recipe instead of one run (writes OUT/cv.json).")
 @json_option
 @click.argument("overrides", nargs=-1)
 @run_safely
-def train(config, data, out, resume, no_ood, cv, as_json, overrides):
-    """Train a model from a YAML config into runs/NAME/bundle.
+def train(config, data, out, resume, weights_only, cv, as_json, overrides):
+    """Train a model from a YAML config into a finished bundle, runs/NAME/bundle.
+
+    After training: the out-of-distribution detector and chest-X-ray gate, Platt calibration at the
+    validation prevalence, ONNX export with parity, the validation report and the model card, as
+    `pneumo build` does for a recipe ($PNEUMO_EXTERNAL: other-source images for the gate).
 
     OVERRIDES are key=value pairs, e.g. model.name=densenet121 train.epochs=20.
     """
@@ -51,24 +46,24 @@ def train(config, data, out, resume, no_ood, cv, as_json, overrides):
             raise ConfigError(f"{config} is a bundle recipe (it lists members): build it with "
                               f"pneumo build {config} --out BUNDLE_DIR")
     from pneumo.training.run import summary
-    from pneumo.training.run import train as run_train
     from pneumo.training.rundir import global_rank
+    from pneumo.workflows.bundle import train_bundle
 
     if resume is not None:
         _check_checkpoint(Path(resume))
     # Lightning's progress bar writes to stdout; keep stdout for the result (--json stays parseable).
     with contextlib.redirect_stdout(sys.stderr):
-        bundle = run_train(config, data=data, out=out, resume=resume, overrides=overrides)
+        bundle = train_bundle(config, data=data, out=out, resume=resume, overrides=overrides,
+                              finish=not weights_only)
     if global_rank() != 0:
         return
-    ood = "skipped (--no-ood)" if no_ood else _fit_ood(bundle, bundle.parent)
-    result = {**summary(bundle), "ood": ood}
+    result = {**summary(bundle), "finished": not weights_only}
     if as_json:
         emit_json(result)
         return
     click.echo(f"bundle: {bundle}")
     for key in ("wall_time_s", "epochs", "best_epoch", "val_auroc", "val_accuracy", "val_sensitivity",
-                "val_specificity", "official_val_auroc", "ood"):
+                "val_specificity", "official_val_auroc", "finished"):
         value = result[key]
         click.echo(f"  {key:22s} {value:.4f}" if isinstance(value, float) else f"  {key:22s} {value}")
 

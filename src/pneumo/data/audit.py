@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,7 @@ def _key(s: Sample) -> str:
     return s.split or "all"
 
 
-def _describe(values: list[float]) -> dict:
+def _describe(values: Sequence[float]) -> dict:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {"n": 0}
@@ -210,7 +211,8 @@ def _shortcuts(pairs: list[tuple[Sample, dict]]) -> tuple[dict, list[str]]:
     for split in sorted({_key(s) for s, _ in pairs} | {"all"}):
         sel = [(s, r) for s, r in pairs if split == "all" or _key(s) == split]
         y = np.array([s.label for s, _ in sel])
-        out[split] = {name: _auroc(y, np.array([f(r) for _, r in sel], dtype=np.float64)) for name, f in features.items()}
+        out[split] = {name: _auroc(y, np.array([f(r) for _, r in sel], dtype=np.float64))
+                      for name, f in features.items()}
         for name in geometric:
             auc = out[split][name]
             if auc is not None and auc > SHORTCUT_AUROC:
@@ -240,7 +242,8 @@ def _exact_duplicates(pairs: list[tuple[Sample, dict]]) -> list[dict]:
             groups.append({
                 "sha256": digest, "paths": [str(s.path) for s in members],
                 "splits": sorted({_key(s) for s in members}), "labels": sorted({s.class_name for s in members}),
-                "cross_split": len({_key(s) for s in members}) > 1, "label_conflict": len({s.label for s in members}) > 1,
+                "cross_split": len({_key(s) for s in members}) > 1,
+                "label_conflict": len({s.label for s in members}) > 1,
             })
     return sorted(groups, key=lambda g: (not g["cross_split"], not g["label_conflict"], g["paths"][0]))
 
@@ -268,7 +271,8 @@ def _near_duplicates(pairs: list[tuple[Sample, dict]], max_bits: int, min_corr: 
             if c < min_corr or ra["sha256"] == rb["sha256"]:
                 continue
             found.append({
-                "a": str(a.path), "b": str(b.path), "distance": int(round(dist[i, j])), "correlation": round(float(c), 4),
+                "a": str(a.path), "b": str(b.path), "distance": int(round(dist[i, j])),
+                "correlation": round(float(c), 4),
                 "splits": [_key(a), _key(b)], "labels": [a.class_name, b.class_name],
                 "same_patient": a.group == b.group, "cross_split": _key(a) != _key(b),
             })
@@ -314,15 +318,16 @@ def run_audit(
         "exact_duplicates": exact,
         "near_duplicates": {"max_bits": near_dup_bits, "min_correlation": NEAR_DUP_CORR, "n_pairs": len(near),
                             "n_cross_split": sum(d["cross_split"] for d in near),
-                            "n_within_split_other_patient": sum(not d["cross_split"] and not d["same_patient"] for d in near),
+                            "n_within_split_other_patient": sum(not d["cross_split"] and not d["same_patient"]
+                                                                for d in near),
                             "pairs": near[:500]},
         "patient_ids_in_several_splits": {"note": PERSON_ID_NOTE, "ids": leaks},
         "unreadable": unreadable, "skipped": [{"path": p, "reason": r} for p, r in index.skipped],
         "notes": list(index.notes), "warnings": warnings,
         "workers": workers, "wall_seconds": round(time.perf_counter() - t0, 2),
     }
-    files = [{k: v for k, v in r.items() if k not in ("hist", "thumb", "tiny")} | {"split": s.split, "label": s.class_name,
-             "patient_id": s.patient_id} for s, r in ok]
+    files = [{k: v for k, v in r.items() if k not in ("hist", "thumb", "tiny")}
+             | {"split": s.split, "label": s.class_name, "patient_id": s.patient_id} for s, r in ok]
     thumbs = {r["path"]: r["thumb"] for _, r in ok if "thumb" in r}
     return AuditResult(summary, files, thumbs)
 

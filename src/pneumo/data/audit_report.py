@@ -16,9 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from jinja2 import Environment  # noqa: E402
 
 from pneumo.data.audit import AuditResult  # noqa: E402
+from pneumo.templates import render  # noqa: E402
 
 COLOURS = {"NORMAL": "#3b7dd8", "PNEUMONIA": "#d8553b"}
 MAX_ROWS = 200
@@ -46,7 +46,8 @@ def class_balance_figure(summary: dict) -> str:
     x = np.arange(len(splits))
     shades = {"bacteria": "#d8553b", "virus": "#f0a04b", "unknown": "#b58d86"}
     for ax, share in zip(axes, (False, True), strict=True):
-        totals = np.array([summary["counts"][s]["total"] for s in splits], dtype=float) if share else np.ones(len(splits))
+        totals = (np.array([summary["counts"][s]["total"] for s in splits], dtype=float) if share
+                  else np.ones(len(splits)))
         normal = np.array([summary["counts"][s]["NORMAL"] for s in splits]) / totals
         ax.bar(x, normal, 0.6, color=COLOURS["NORMAL"], label="NORMAL")
         bottom = normal.copy()
@@ -75,7 +76,8 @@ def geometry_figure(files: list[dict]) -> str:
                 continue
             w = np.array([f["width"] for f in sel], dtype=float)
             h = np.array([f["height"] for f in sel], dtype=float)
-            for ax, vals, name in ((row[0], w, "width (px)"), (row[1], h, "height (px)"), (row[2], w / h, "aspect (w/h)")):
+            for ax, vals, name in ((row[0], w, "width (px)"), (row[1], h, "height (px)"),
+                                   (row[2], w / h, "aspect (w/h)")):
                 ax.hist(vals, bins=30, alpha=0.55, color=colour, label=cls)
                 ax.set_xlabel(name)
             row[3].scatter(w, h, s=8, alpha=0.5, color=colour, label=cls)
@@ -122,60 +124,14 @@ def sample_tiles(result: AuditResult) -> list[dict]:
     return tiles
 
 
-TEMPLATE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pneumo data audit</title>
-<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
-th{background:#f2f2f2}.warn{background:#fff4e0;border-left:4px solid #e89b2c;padding:.4em .8em;margin:.3em 0}
-.grid{display:flex;flex-wrap:wrap;gap:12px}.tile{border:1px solid #ddd;padding:6px;font-size:12px}
-.tile img{width:180px;height:180px;object-fit:contain;background:#000}code{font-size:12px}</style></head><body>
-<h1>Data audit</h1><p><code>{{ s.root }}</code>: {{ s.n_images }} images decoded of {{ s.n_files_found }} found
-({{ s.source }}), {{ s.wall_seconds }} s with {{ s.workers }} worker(s).</p>
-<h2>Warnings</h2>{% for w in s.warnings %}<div class="warn">{{ w }}</div>{% else %}<p>None.</p>{% endfor %}
-{% for n in s.notes %}<p>Note: {{ n }}</p>{% endfor %}
-<h2>Class balance</h2><img alt="class balance" src="data:image/png;base64,{{ fig.balance }}">
-<table><tr><th>split</th><th>NORMAL</th><th>PNEUMONIA</th><th>bacteria</th><th>virus</th><th>PNEUMONIA share</th>
-<th>patients</th><th>images / patient (mean, max)</th></tr>{% for split, c in s.counts.items() %}<tr><td>{{ split }}</td>
-<td>{{ c.NORMAL }}</td><td>{{ c.PNEUMONIA }}</td><td>{{ s.pathogens.get(split, {}).get('bacteria', 0) }}</td>
-<td>{{ s.pathogens.get(split, {}).get('virus', 0) }}</td><td>{{ '%.1f%%' % (100 * c.pneumonia_fraction) }}</td>
-<td>{{ s.patients[split].patients }}</td><td>{{ '%.2f' % s.patients[split].images_per_patient.mean }},
-{{ s.patients[split].images_per_patient.max|int }}</td></tr>{% endfor %}</table>
-<h2>Image size and aspect</h2><img alt="geometry" src="data:image/png;base64,{{ fig.geometry }}">
-<table><tr><th>split/class</th><th>n</th><th>width min–median–max</th><th>height min–median–max</th><th>aspect median</th>
-<th>modes</th><th>bit depths</th></tr>{% for k, g in s.image_stats.items() %}<tr><td>{{ k }}</td><td>{{ g.n }}</td>
-<td>{{ g.width.min|int }}–{{ g.width.median|int }}–{{ g.width.max|int }}</td><td>{{ g.height.min|int }}–{{ g.height.median|int }}–{{ g.height.max|int }}</td>
-<td>{{ '%.3f' % g.aspect.median }}</td><td>{{ g.modes }}</td><td>{{ g.bit_depths }}</td></tr>{% endfor %}</table>
-<p>AUROC of each property used alone as a PNEUMONIA score (0.5 = useless, 1 = separates perfectly):</p>
-<table><tr><th>split</th>{% for f in features %}<th>{{ f }}</th>{% endfor %}</tr>{% for split, a in s.shortcuts.items() %}
-<tr><td>{{ split }}</td>{% for f in features %}<td>{{ a[f] if a[f] is not none else '–' }}</td>{% endfor %}</tr>{% endfor %}</table>
-<h2>Intensity</h2><img alt="intensity histograms" src="data:image/png;base64,{{ fig.intensity }}">
-<h2>Sample images and Canny edges</h2><div class="grid">{% for t in tiles %}<div class="tile">
-<img alt="{{ t.name }}" src="data:image/png;base64,{{ t.image }}"> <img alt="edges of {{ t.name }}" src="data:image/png;base64,{{ t.edges }}">
-<br><b>{{ t.label }}</b> {{ t.split }} {{ t.name }} ({{ t.size }})</div>{% endfor %}</div>
-<h2>Exact duplicates (identical bytes): {{ s.exact_duplicates|length }} groups</h2>
-{% if s.exact_duplicates %}<table><tr><th>files</th><th>splits</th><th>labels</th><th>cross-split</th></tr>{% for g in s.exact_duplicates[:max_rows] %}
-<tr><td>{{ g.paths|join('<br>'|safe) }}</td><td>{{ g.splits|join(', ') }}</td><td>{{ g.labels|join(', ') }}</td>
-<td>{{ 'YES' if g.cross_split else 'no' }}</td></tr>{% endfor %}</table>{% endif %}
-{% set nd = s.near_duplicates %}<h2>Near-duplicates: {{ nd.n_pairs }} pairs ({{ nd.n_cross_split }} across splits)</h2>
-<p>pHash within {{ nd.max_bits }} of 64 bits and 32×32 correlation ≥ {{ nd.min_correlation }}; byte-identical files excluded.</p>
-{% if nd.pairs %}<table><tr><th>a</th><th>b</th><th>bits</th><th>corr</th><th>splits</th><th>labels</th><th>same patient</th></tr>
-{% for d in nd.pairs[:max_rows] %}<tr><td>{{ d.a }}</td><td>{{ d.b }}</td><td>{{ d.distance }}</td><td>{{ d.correlation }}</td>
-<td>{{ d.splits|join(', ') }}</td><td>{{ d.labels|join(', ') }}</td><td>{{ d.same_patient }}</td></tr>{% endfor %}</table>{% endif %}
-{% set leak = s.patient_ids_in_several_splits %}<h2>Patient ids in more than one split: {{ leak.ids|length }}</h2>
-<p>{{ leak.note }}.</p>{% if leak.ids %}<table><tr><th>patient id</th><th>splits</th><th>evidence</th></tr>{% for d in leak.ids[:max_rows] %}
-<tr><td>{{ d.patient_id }}</td><td>{{ d.splits|join(', ') }}</td><td>{{ 'weak (personN)' if d.weak else 'strong' }}</td></tr>{% endfor %}</table>{% endif %}
-<h2>Unreadable files: {{ s.unreadable|length }}</h2><table>{% for u in s.unreadable[:max_rows] %}<tr><td>{{ u.path }}</td><td>{{ u.reason }}</td></tr>{% endfor %}</table>
-<h2>Skipped during discovery: {{ s.skipped|length }}</h2><table>{% for u in s.skipped[:max_rows] %}<tr><td>{{ u.path }}</td><td>{{ u.reason }}</td></tr>{% endfor %}</table>
-{% if s.skipped|length > max_rows %}<p>… and {{ s.skipped|length - max_rows }} more in audit.json.</p>{% endif %}
-</body></html>"""
-
-
 def render_report(result: AuditResult) -> str:
-    """The audit as one HTML string with every figure inlined."""
+    """The audit as one HTML string with every figure inlined (layout: ``pneumo/templates/audit_report.html``)."""
     s = result.summary
-    figures = {"balance": class_balance_figure(s), "geometry": geometry_figure(result.files), "intensity": intensity_figure(s)}
+    figures = {"balance": class_balance_figure(s), "geometry": geometry_figure(result.files),
+               "intensity": intensity_figure(s)}
     features = list(next(iter(s["shortcuts"].values()), {}))
-    env = Environment(autoescape=True)
-    return env.from_string(TEMPLATE).render(s=s, fig=figures, tiles=sample_tiles(result), features=features, max_rows=MAX_ROWS)
+    return render("audit_report.html", s=s, fig=figures, tiles=sample_tiles(result), features=features,
+                  max_rows=MAX_ROWS)
 
 
 def write_outputs(result: AuditResult, out_dir: Path) -> dict[str, Path]:

@@ -16,8 +16,9 @@ pylibjpeg-libjpeg (12-bit, lossless, JPEG-LS), JPEG 2000 with pylibjpeg-openjpeg
 is installed. Every failure becomes an :class:`ImageError` in plain words that names the transfer
 syntax; library messages (tags, dtypes, plugin lists) never reach a user.
 
-Display (:mod:`pneumo.data.dicom_display`, PS3.3 C.11): stored values → Modality LUT (rescale slope/intercept or LUT sequence)
-→ VOI LUT sequence, else window centre/width (LINEAR, LINEAR_EXACT or SIGMOID), else min–max → [0, 1];
+Display (:mod:`pneumo.data.dicom_display`, PS3.3 C.11): stored values → Modality LUT (rescale
+slope/intercept or LUT sequence) → VOI LUT sequence, else window centre/width (LINEAR, LINEAR_EXACT
+or SIGMOID), else min–max → [0, 1];
 ``MONOCHROME1`` is then inverted so that brighter always means denser.
 """
 
@@ -158,7 +159,8 @@ def _declared(header, source: str) -> tuple[int, int, int, int]:
             f"{source}: the DICOM header is damaged (its image size or pixel format cannot be read)", code="truncated"
         ) from exc
     if rows <= 0 or cols <= 0:
-        raise ImageError(f"{source}: the DICOM file does not say how large its image is (no rows/columns)", code="truncated")
+        raise ImageError(f"{source}: the DICOM file does not say how large its image is (no rows/columns)",
+                         code="truncated")
     if frames < 1 or not 1 <= spp <= 4 or not 1 <= bits <= 64:
         raise ImageError(
             f"{source}: the DICOM header declares an impossible pixel format "
@@ -277,7 +279,8 @@ def _pixels(ds: FileDataset, source: str, name: str, frame: int | None) -> tuple
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return colour_to_gray(arr, ds, photometric, source, bits), photometric, bits
     if arr.ndim != 2:
-        raise ImageError(f"{source}: the DICOM image is not a single greyscale picture", code="dicom_unsupported", status=415)
+        raise ImageError(f"{source}: the DICOM image is not a single greyscale picture", code="dicom_unsupported",
+                         status=415)
     try:
         out = display(arr, ds)
     except Exception:  # noqa: BLE001 - a damaged LUT or window: show the stored values, as viewers do
@@ -317,7 +320,8 @@ def _guess_bits(ds: FileDataset, source: str) -> int:
     for nbytes in (1, 2, 4):
         if per_pixel == nbytes:
             return 8 * nbytes
-    raise ImageError(f"{source}: the DICOM file does not say how many bits each pixel has", code="dicom_unsupported", status=415)
+    raise ImageError(f"{source}: the DICOM file does not say how many bits each pixel has", code="dicom_unsupported",
+                     status=415)
 
 
 def _decode(ds: FileDataset, source: str, name: str, index: int | None, n_frames: int) -> np.ndarray:

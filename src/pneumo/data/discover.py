@@ -166,7 +166,7 @@ def _find_layout_root(root: Path) -> Path:
 
 
 def _walk(root: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         files.extend(Path(dirpath) / f for f in sorted(filenames))

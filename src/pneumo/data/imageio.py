@@ -74,7 +74,8 @@ def _load_bytes(src: str | Path | bytes) -> tuple[bytes, str]:
             raise ImageError(f"{path}: not a file")
         return path.read_bytes(), str(path)
     except (OSError, ValueError) as exc:  # permission denied, name too long, NUL in the name, I/O error
-        raise ImageError(f"{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})", code="unreadable") from exc
+        raise ImageError(f"{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})",
+                         code="unreadable") from exc
 
 
 def read_image(
@@ -127,9 +128,11 @@ def read_image(
     except ImageError:
         raise
     except MemoryError as exc:
-        raise ImageError(f"{source}: not enough memory to decode this image", code="too_many_pixels", status=413) from exc
+        raise ImageError(f"{source}: not enough memory to decode this image", code="too_many_pixels",
+                         status=413) from exc
     except RecursionError as exc:
-        raise ImageError(f"{source}: the file's structure is damaged (it nests without end)", code="undecodable") from exc
+        raise ImageError(f"{source}: the file's structure is damaged (it nests without end)",
+                         code="undecodable") from exc
     except Exception as exc:  # a decoder bug on hostile bytes is still the input's fault, never a 500
         raise ImageError(f"{source}: the {kind} file is damaged and cannot be decoded", code="undecodable") from exc
     if pixels.ndim != 2 or pixels.size == 0:
@@ -152,14 +155,17 @@ def _open(data: bytes, kind: str, source: str, max_pixels: int) -> Image.Image:
             return Image.open(io.BytesIO(data), formats=[kind])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # only reachable with a max_pixels above Pillow's own threshold: still answer in pneumo's words
-        raise ImageError(f"{source}: the image is too large to decode here", code="too_many_pixels", status=413) from exc
+        raise ImageError(f"{source}: the image is too large to decode here", code="too_many_pixels",
+                         status=413) from exc
     except ValueError as exc:  # e.g. a PNG text/ICC block that inflates past Pillow's safety limit
-        raise ImageError(f"{source}: the {kind} file carries an oversized or damaged metadata block", code="undecodable") from exc
+        raise ImageError(f"{source}: the {kind} file carries an oversized or damaged metadata block",
+                         code="undecodable") from exc
     except (OSError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageError(f"{source}: the {kind} file is damaged or truncated", code="truncated") from exc
 
 
-def _read_raster(data: bytes, kind: str, source: str, max_pixels: int, frame: int | None) -> tuple[np.ndarray, str, int]:
+def _read_raster(data: bytes, kind: str, source: str, max_pixels: int,
+                 frame: int | None) -> tuple[np.ndarray, str, int]:
     im = _open(data, kind, source, max_pixels)
     n_frames = getattr(im, "n_frames", 1)
     if frame is not None and not 0 <= frame < n_frames:
@@ -170,7 +176,8 @@ def _read_raster(data: bytes, kind: str, source: str, max_pixels: int, frame: in
         mode = im.mode
         im.load()
     except ValueError as exc:
-        raise ImageError(f"{source}: the {kind} file carries an oversized or damaged metadata block", code="undecodable") from exc
+        raise ImageError(f"{source}: the {kind} file carries an oversized or damaged metadata block",
+                         code="undecodable") from exc
     except (OSError, SyntaxError, EOFError) as exc:
         raise ImageError(
             f"{source}: the {kind} file is damaged or truncated (its image data stops or breaks before the "

@@ -94,7 +94,8 @@ def write_manifest(samples: Iterable[Sample], csv_path: Path, relative_to: Path 
         w.writerow([*MANIFEST_CORE, *extra_cols])
         for s in samples:
             w.writerow(
-                [s.path.resolve() if relative_to is None else os.path.relpath(s.path.resolve(), Path(relative_to).resolve()),
+                [s.path.resolve() if relative_to is None
+                 else os.path.relpath(s.path.resolve(), Path(relative_to).resolve()),
                  CLASS_NAMES[s.label], s.split or "", s.patient_id, s.pathogen or "", s.sha256 or "",
                  *(s.extra.get(c, "") for c in extra_cols)]
             )

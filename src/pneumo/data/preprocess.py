@@ -64,27 +64,72 @@ class PreprocessSpec:
         return cls(**d)
 
 
-def resize_image(pixels: np.ndarray, size: int, rule: ResizeRule = "stretch") -> np.ndarray:
-    """Resize a float32 H×W image to ``size×size`` by ``rule`` (antialiased bilinear)."""
-    h, w = pixels.shape
+# -- the model's geometry, both ways: every caller (training cache, serving, heatmaps, displays) uses these --
+def placement(shape: tuple[int, int], size: int, rule: ResizeRule) -> tuple[int, int, int, int]:
+    """``(nh, nw, top, left)``: the film scaled for ``rule`` and where it sits. letterbox: the scaled
+    film inside the ``size×size`` grid at ``(top, left)``; center_crop: the grid inside the scaled film
+    at ``(top, left)``; stretch: the grid itself."""
+    h, w = shape
     if rule == "stretch":
-        if (h, w) == (size, size):
-            return pixels.astype(np.float32, copy=False)
-        return _pil_resize(pixels, size, size)
+        return size, size, 0, 0
     scale = size / max(h, w) if rule == "letterbox" else size / min(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = _pil_resize(pixels, nw, nh)
+    if rule == "letterbox":
+        return nh, nw, (size - nh) // 2, (size - nw) // 2
+    return nh, nw, (nh - size) // 2, (nw - size) // 2
+
+
+def resize_image(pixels: np.ndarray, size: int, rule: ResizeRule = "stretch") -> np.ndarray:
+    """Resize a float32 H×W image to ``size×size`` by ``rule`` (antialiased bilinear)."""
+    if rule == "stretch" and pixels.shape == (size, size):
+        return pixels.astype(np.float32, copy=False)
+    nh, nw, top, left = placement(pixels.shape, size, rule)
+    resized = resample(pixels, nh, nw)
     if rule == "letterbox":
         out = np.zeros((size, size), dtype=np.float32)
-        top, left = (size - nh) // 2, (size - nw) // 2
         out[top : top + nh, left : left + nw] = resized
         return out
-    top, left = (nh - size) // 2, (nw - size) // 2
     return resized[top : top + size, left : left + size]
 
 
-def _pil_resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    im = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+def undo_resize(grid: np.ndarray, shape: tuple[int, int], spec: PreprocessSpec) -> np.ndarray:
+    """The inverse of :func:`resize_image`: a ``S×S`` model-grid map → ``H×W`` at the film's geometry.
+
+    letterbox: the padding bands are cut off; center_crop: the cropped-off margins, which the model
+    never saw, get 0.
+    """
+    m = np.asarray(grid, dtype=np.float32)
+    nh, nw, top, left = placement(shape, spec.size, spec.resize)
+    if spec.resize == "letterbox":
+        m = m[top : top + nh, left : left + nw]
+    elif spec.resize == "center_crop":
+        frame = np.zeros((nh, nw), dtype=np.float32)
+        frame[top : top + spec.size, left : left + spec.size] = m
+        m = frame
+    return resample(m, *shape)
+
+
+def valid_region(shape: tuple[int, int], spec: PreprocessSpec) -> tuple[slice, slice]:
+    """The part of the model grid that shows the film (all of it but letterbox's padding)."""
+    if spec.resize != "letterbox":
+        return slice(None), slice(None)
+    nh, nw, top, left = placement(shape, spec.size, spec.resize)
+    return slice(top, top + nh), slice(left, left + nw)
+
+
+def fit_long_side(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``(h, w)`` with the long side at most ``max_side`` and the aspect kept (never enlarged): the
+    size every display of a film (page, overlay, report, DICOM picture) is drawn at."""
+    h, w = shape
+    scale = min(1.0, max_side / max(h, w))
+    return (h, w) if scale == 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def resample(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A float ``H×W`` array resampled to ``height×width`` (PIL bilinear, antialiased when shrinking)."""
+    if a.shape == (height, width):
+        return np.asarray(a, dtype=np.float32).copy()
+    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
     return np.asarray(im.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 

@@ -97,6 +97,8 @@ def assign_groups(samples: list[Sample], fractions: list[float], seed: int) -> d
             f"(> {RATIO_TOLERANCE:.0%}); too few patients ({len(keys)}) to stratify closely",
             stacklevel=3,
         )
+    if best is None:  # every restart's error is finite (≤ 1), so the first one is kept
+        raise RuntimeError("patient split: no restart produced a split")
     return dict(zip(keys, best.tolist(), strict=True))
 
 

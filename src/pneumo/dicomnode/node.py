@@ -164,7 +164,8 @@ class DicomNode:
         try:
             self._server = ae.start_server((self.settings.host, self.settings.port), block=False, evt_handlers=handlers)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {self.settings.host}:{self.settings.port} ({exc.strerror or exc})") from exc
+            raise ConfigError(f"cannot listen on {self.settings.host}:{self.settings.port} "
+                              f"({exc.strerror or exc})") from exc
         log.info("listening as %s on %s:%d, sending to %s; %d received instance(s) resumed, %d result(s) pending",
                  self.settings.ae_title, self.settings.host, self.settings.port, self.settings.send_to,
                  len(resumed), self.spool.status()["pending"])
@@ -233,7 +234,7 @@ class DicomNode:
                 if min(meta.width, meta.height) < self.settings.min_side:
                     raise ImageError(f"The image is only {meta.width}×{meta.height} pixels; a chest X-ray needs at "
                                      f"least {self.settings.min_side} pixels a side.", code="image_too_small")
-                pred = self.predictor.predict_pixels(pixels)
+                pred = self.predictor.predict([pixels])[0]
             except ImageError as exc:
                 refusal, row.error_code = str(exc).removeprefix("<bytes>: "), exc.code
         if pred is not None:
@@ -244,6 +245,8 @@ class DicomNode:
         row.outcome = "ok" if refusal is None else ("refused_ood" if pred is not None and pred.ood else "error")
         queued: list[tuple[str, str]] = []
         if refusal is None:
+            if pred is None or pixels is None:  # no refusal: the image was read and the model answered
+                raise RuntimeError("no refusal but no prediction")
             ev = picture.evidence(self.bundle, pixels, pred.decision)
             rgb = picture.render(pixels, ev.heatmap, results.caption(m, pred, ev.shows))
             queued.append(("sr", self._write(results.build_sr(header, m, pred, None), inbound_id, "sr")))

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from pneumo.data.preprocess import fit_long_side, resample
 from pneumo.explain import Evidence, explain_decision
 
 MAX_SIDE = 1024
@@ -31,15 +32,9 @@ def evidence(bundle, pixels: np.ndarray, decision: str) -> Evidence:
 
 
 def _fit(pixels: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    h, w = pixels.shape
-    scale = min(1.0, MAX_SIDE / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    out = []
-    for a in (pixels, heat):
-        im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-        if scale < 1.0:
-            im = im.resize(size, Image.Resampling.BILINEAR)
-        out.append(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
+    """The film and its heat at display size (long side ≤ ``MAX_SIDE``), in [0, 1]."""
+    size = fit_long_side(pixels.shape, MAX_SIDE)
+    out = [np.clip(a if size == a.shape else resample(a, *size), 0.0, 1.0).astype(np.float32) for a in (pixels, heat)]
     return out[0], out[1]
 
 
@@ -78,7 +73,8 @@ def render(pixels: np.ndarray, heat: np.ndarray | None, lines: list[str]) -> np.
         canvas.paste(bar_img, (x0, top))
         draw.text((x0, top - font_px - 4), "high", fill=(255, 255, 255), font=small)
         draw.text((x0, bottom + 4), "low", fill=(255, 255, 255), font=small)
-        draw.text((x0 + 22, (top + bottom) // 2), "strength\nof the\nevidence", fill=(255, 255, 255), font=small, anchor="lm")
+        draw.text((x0 + 22, (top + bottom) // 2), "strength\nof the\nevidence", fill=(255, 255, 255), font=small,
+                  anchor="lm")
 
     y = h + font_px // 2
     for i, line in enumerate(lines):

@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from pneumo import __version__
 from pneumo.inference import NOT_A_CXR, Prediction
+from pneumo.version import __version__
 
 SCHEME = "99PNEUMO"
 DISCLAIMER = (

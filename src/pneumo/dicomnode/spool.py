@@ -85,6 +85,8 @@ class Spool:
                 "INSERT INTO inbound (received, sop_hash, file, state) VALUES (?, ?, ?, 'received')",
                 (utc_now(), sop_hash, file),
             )
+            if cur.lastrowid is None:  # sqlite3 sets it after every INSERT
+                raise RuntimeError("the spool's INSERT into inbound returned no row id")
             return int(cur.lastrowid)
 
     def unfinished_inbound(self) -> list[tuple[int, str]]:
@@ -98,7 +100,8 @@ class Spool:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.executemany(
-                    "INSERT INTO outbound (created, inbound_id, kind, file, state, next_try) VALUES (?, ?, ?, ?, 'pending', 0)",
+                    "INSERT INTO outbound (created, inbound_id, kind, file, state, next_try) "
+                    "VALUES (?, ?, ?, ?, 'pending', 0)",
                     [(now, inbound_id, kind, file) for kind, file in results],
                 )
                 self._conn.execute("UPDATE inbound SET state='done', outcome=? WHERE id=?", (outcome, inbound_id))
@@ -127,7 +130,8 @@ class Spool:
     def mark_failed_try(self, outbound_id: int, error: str, *, base_s: float, max_s: float, max_attempts: int) -> None:
         """One more failed try: pending again after a backoff, or ``failed`` after ``max_attempts``."""
         with self._lock:
-            row = self._conn.execute("SELECT attempts FROM outbound WHERE id=? AND state='pending'", (outbound_id,)).fetchone()
+            row = self._conn.execute("SELECT attempts FROM outbound WHERE id=? AND state='pending'",
+                                     (outbound_id,)).fetchone()
             if row is None:  # already sent (or given up): a late failure report changes nothing
                 return
             attempts = int(row[0]) + 1
@@ -150,8 +154,8 @@ class Spool:
         outbound = dict(self._run("SELECT state, COUNT(*) FROM outbound GROUP BY state"))
         now = time.time()
         waiting = [
-            {"id": i, "kind": k, "state": s, "attempts": a, "next_try_in_s": None if s == "failed" else round(max(0.0, t - now), 1),
-             "last_error": e, "created": c}
+            {"id": i, "kind": k, "state": s, "attempts": a,
+             "next_try_in_s": None if s == "failed" else round(max(0.0, t - now), 1), "last_error": e, "created": c}
             for i, k, s, a, t, e, c in self._run(
                 "SELECT id, kind, state, attempts, next_try, last_error, created FROM outbound "
                 "WHERE state != 'sent' ORDER BY id LIMIT 200"

@@ -29,6 +29,8 @@ from pneumo.bundle import calibrated_probability, load_bundle, update_meta
 from pneumo.data.discover import Sample
 from pneumo.errors import DatasetError
 from pneumo.evaluation.metrics import expected_calibration_error
+from pneumo.evaluation.runner import predict_samples
+from pneumo.inference import Predictor
 
 LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
 
@@ -105,9 +107,6 @@ def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: s
     """
     if method not in ("platt", "temperature"):
         raise DatasetError(f"calibration method must be platt or temperature, got {method!r}")
-    from pneumo.evaluation.runner import predict_samples
-    from pneumo.inference import Predictor
-
     bundle = load_bundle(bundle_dir)
     samples = list(samples)
     skipped: list = []
@@ -149,7 +148,8 @@ def set_prevalence(bundle_dir: str | Path, prevalence: float) -> dict:
     bundle = load_bundle(bundle_dir)
     block = dict(bundle.meta.get("calibration") or {})
     if "fitted_prevalence" not in block:
-        raise DatasetError(f"{bundle.path}: its calibration states no prevalence; run pneumo calibrate with --data first")
+        raise DatasetError(f"{bundle.path}: its calibration states no prevalence; "
+                           "run pneumo calibrate with --data first")
     bias = retarget_prevalence(float(block.get("fitted_bias", 0.0)), float(block["fitted_prevalence"]), prevalence)
     block["prevalence"] = float(prevalence)
     block["retargeted"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

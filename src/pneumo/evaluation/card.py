@@ -12,10 +12,11 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-from pneumo.bundle import atomic_write_bytes, read_meta, record_derived
+from pneumo.bundle import atomic_write_bytes, load_bundle, read_meta, record_derived
 from pneumo.errors import ConfigError
 from pneumo.evaluation.metrics import METRIC_LABELS
 from pneumo.evaluation.report import fmt
+from pneumo.models import count_params
 
 CARD = "MODEL_CARD.md"
 NR = "not recorded"
@@ -76,7 +77,8 @@ def _details(meta: dict, n_params: str) -> list[str]:
     arch = meta.get("architecture", {})
     return [
         "## Model details",
-        f"- Name: `{meta.get('name', NR)}`; pneumo version {meta.get('pneumo_version', NR)}; created {meta.get('created', NR)}",
+        f"- Name: `{meta.get('name', NR)}`; pneumo version {meta.get('pneumo_version', NR)}; "
+        f"created {meta.get('created', NR)}",
         f"- Architecture: `{arch.get('name', NR)}` with {json.dumps(arch.get('kwargs', {}))}; {n_params} parameters",
         f"- Input: one grey channel, preprocessing {json.dumps(meta.get('preprocess', {}))}",
         "- Output: one logit for PNEUMONIA; probability = sigmoid(logit / temperature + bias)",
@@ -88,16 +90,39 @@ def _details(meta: dict, n_params: str) -> list[str]:
 def _operating_point(meta: dict) -> list[str]:
     op = meta.get("operating_point", {})
     t, b = float(meta.get("temperature", 1.0)), float(meta.get("calibration_bias", 0.0))
-    lines = ["## Operating point", f"- Rule: {op.get('rule', NR)}; decision PNEUMONIA iff logit ≥ {fmt(op.get('logit'), 4)}"
+    lines = ["## Operating point",
+             f"- Rule: {op.get('rule', NR)}; decision PNEUMONIA iff logit ≥ {fmt(op.get('logit'), 4)}"
              f" (probability ≥ {fmt(_sig(op.get('logit'), t, b), 4)} at temperature {fmt(t, 3)}, bias {fmt(b, 3)})"]
     for k in ("val_sensitivity", "val_specificity"):
         if k in op:
             lines.append(f"- {k.replace('_', ' ')} when chosen: {fmt(float(op[k]))}")
     if op.get("rule") == "sensitivity_under_shift":
         lines.append(f"- Chosen so that sensitivity, pooled over the validation images under {op.get('n_shifts')} "
-                     f"acquisition shifts (framing, aspect, margins, rotation, markers, sharpness, source resolution, "
-                     f"exposure, JPEG, noise; `pneumo.evaluation.shifts`), is ≥ {fmt(op.get('target'))}: pooled "
-                     f"sensitivity {fmt(op.get('pooled_sensitivity'))}, specificity {fmt(op.get('pooled_specificity'))}")
+                     f"acquisition shifts (framing, aspect, margins, rotation, markers, sharpness, source "
+                     f"resolution, exposure, JPEG, noise; `pneumo.evaluation.shifts`), is ≥ {fmt(op.get('target'))}: "
+                     f"pooled sensitivity {fmt(op.get('pooled_sensitivity'))}, "
+                     f"specificity {fmt(op.get('pooled_specificity'))}")
+    return lines
+
+
+def _shift_suite(meta: dict) -> list[str]:
+    """The acquisition-shift table (``shift_suite``, written when the threshold rule used the suite)."""
+    suite = meta.get("shift_suite")
+    if not suite:
+        return []
+    lines = ["## Acquisition-shift suite (validation)",
+             f"The {suite.get('n_images')} patient-grouped validation images, each re-scored after one a-priori "
+             "acquisition change (`pneumo.evaluation.shifts`), at the saved operating point. A proxy for new "
+             "hospitals and scanners, not a measurement on them.", "",
+             "| shift | AUROC | sensitivity | specificity |", "|---|---|---|---|"]
+    for name, r in suite["shifts"].items():
+        lines.append(f"| {name} | {fmt(r['auroc'], 4)} | {fmt(r['sensitivity'])} | {fmt(r['specificity'])} |")
+    lines += ["", f"Over the shifts: sensitivity mean {fmt(suite['mean_sensitivity'])} (worst "
+              f"{fmt(suite['worst_sensitivity'])}), specificity mean {fmt(suite['mean_specificity'])} (worst "
+              f"{fmt(suite['worst_specificity'])})."]
+    if suite.get("mirror_agreement") is not None:
+        lines.append(f"A left-right mirrored film keeps its decision for {fmt(100 * suite['mirror_agreement'], 1)}% "
+                     "of the validation images.")
     return lines
 
 
@@ -110,15 +135,18 @@ def _sig(logit, t, b=0.0):
 def _calibration(meta: dict) -> list[str]:
     cal = meta.get("calibration")
     if not cal:
-        return ["## Calibration", "- Not calibrated (temperature 1.0 unless stated above); probabilities may be over-confident."]
+        return ["## Calibration",
+                "- Not calibrated (temperature 1.0 unless stated above); probabilities may be over-confident."]
     prev = cal.get("prevalence")
     return ["## Calibration",
-            f"- {cal.get('method', 'Temperature scaling')} fitted on split `{cal.get('split')}` ({cal.get('n')} images) "
-            f"on {cal.get('fitted', NR)}: T = {fmt(float(meta.get('temperature', 1.0)), 3)}, "
+            f"- {cal.get('method', 'Temperature scaling')} fitted on split `{cal.get('split')}` "
+            f"({cal.get('n')} images) on {cal.get('fitted', NR)}: T = {fmt(float(meta.get('temperature', 1.0)), 3)}, "
             f"bias {fmt(float(meta.get('calibration_bias', 0.0)), 3)}",
             f"- **Probabilities assume a pneumonia prevalence of {fmt(prev, 3)}**"
-            + (f" (fitted at {fmt(cal.get('fitted_prevalence'), 3)}, the calibration split's)" if prev is not None else "")
-            + ". A site with another prevalence runs `pneumo calibrate BUNDLE --prevalence P`; decisions do not move.",
+            + (f" (fitted at {fmt(cal.get('fitted_prevalence'), 3)}, the calibration split's)"
+               if prev is not None else "")
+            + ". A site with another prevalence runs `pneumo calibrate BUNDLE --prevalence P`; "
+            "decisions do not move.",
             f"- ECE {fmt(cal.get('ece_before'))} → {fmt(cal.get('ece_after'))}; Brier {fmt(cal.get('brier_before'))} → "
             f"{fmt(cal.get('brier_after'))} (on the calibration split itself — optimistic)"]
 
@@ -142,8 +170,8 @@ def _evaluation(meta: dict, ev: dict | None) -> list[str]:
                   f"Data: {vm.get('split', NR)}.", "", *_metrics_table(vm)]
         off = vm.get("official_val")
         if isinstance(off, dict):
-            lines += ["", f"Official Kermany val folder ({off.get('n_images', '?')} images; {off.get('note', '')}):", "",
-                      *_metrics_table(off)]
+            lines += ["", f"Official Kermany val folder ({off.get('n_images', '?')} images; {off.get('note', '')}):",
+                      "", *_metrics_table(off)]
     if ev:
         lines += _eval_block(meta, ev)
     if not vm and not ev:
@@ -156,21 +184,22 @@ def _eval_block(meta: dict, ev: dict) -> list[str]:
     d, b, eb = ev.get("data", {}), ev.get("bootstrap", {}), ev.get("bundle", {})
     lines = [f"### Evaluation on split `{d.get('split') or 'all'}` of `{d.get('source')}`", ""]
     if eb.get("weights_sha256") and eb["weights_sha256"] != meta.get("weights_sha256"):
-        lines += [f"**Warning: this evaluation was run on different weights (sha256 {eb['weights_sha256'][:16]}…), "
-                  "not on this bundle's.**", ""]
+        lines += [f"**Warning: this evaluation was run on different weights "
+                  f"(sha256 {eb['weights_sha256'][:16]}…), not on this bundle's.**", ""]
     if eb.get("temperature") is not None and float(eb["temperature"]) != float(meta.get("temperature", 1.0)):
         lines += [f"(Brier score and ECE below were computed at temperature {fmt(float(eb['temperature']), 3)}, "
                   "before the current calibration.)", ""]
     lines += [f"{d.get('n_images')} images ({d.get('n_pneumonia')} PNEUMONIA / {d.get('n_normal')} NORMAL) from "
-              f"{d.get('n_patients')} patients; 95% CIs from {b.get('n_resamples')} patient-bootstrap resamples.", "",
-              *_metrics_table(ev.get("metrics", {}))]
+              f"{d.get('n_patients')} patients; 95% CIs from {b.get('n_resamples')} patient-bootstrap resamples.",
+              "", *_metrics_table(ev.get("metrics", {}))]
     c = ev.get("confusion")
     if c:
         lines += ["", f"Confusion: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}."]
     ps = ev.get("pathogen_sensitivity") or {}
     if ps:
         lines += ["", "Sensitivity per pathogen: " + "; ".join(
-            f"{k} {fmt(v.get('value'))} [{fmt(v.get('lo'))}, {fmt(v.get('hi'))}] (n={v.get('n')})" for k, v in ps.items()) + "."]
+            f"{k} {fmt(v.get('value'))} [{fmt(v.get('lo'))}, {fmt(v.get('hi'))}] (n={v.get('n')})"
+            for k, v in ps.items()) + "."]
     return lines
 
 
@@ -181,20 +210,21 @@ def _gate(meta: dict) -> list[str]:
     if gate.get("fitted"):
         ho = gate.get("held_out") or {}
         ext = gate.get("external") or {}
-        out.append(f"- *Is this a frontal chest radiograph?* A gate independent of this model ({gate.get('method', NR)}) "
-                   f"refuses anything else as `NOT_A_CHEST_XRAY`, with no finding. It accepted "
-                   f"{ho.get('accept_rate', float('nan')):.1%} of {ho.get('n', NR)} held-out training-set X-rays; "
-                   f"other sources it learnt from: {', '.join(ext.get('sources') or []) or 'none'}.")
+        out.append(f"- *Is this a frontal chest radiograph?* A gate independent of this model "
+                   f"({gate.get('method', NR)}) refuses anything else as `NOT_A_CHEST_XRAY`, with no finding. "
+                   f"It accepted {ho.get('accept_rate', float('nan')):.1%} of {ho.get('n', NR)} held-out training-set "
+                   f"X-rays; other sources it learnt from: {', '.join(ext.get('sources') or []) or 'none'}.")
     else:
         out.append("- No chest-X-ray gate in this bundle: images are refused only by the population check below.")
     if ood.get("fitted") and not gate.get("fitted"):
-        out.append(f"- A Mahalanobis score on the model's features (threshold {ood.get('threshold', float('nan')):.3g}) "
-                   "refuses films unlike the training X-rays.")
+        out.append(f"- A Mahalanobis score on the model's features "
+                   f"(threshold {ood.get('threshold', float('nan')):.3g}) refuses films unlike the training X-rays.")
     elif ood.get("fitted"):
-        out.append(f"- *Is it like the films the model was validated on?* A Mahalanobis score on the model's features "
-                   f"(threshold {ood.get('threshold', float('nan')):.3g}, {ood.get('accept_rate_val', float('nan')):.1%} "
-                   "of validation films under it). Above it the answer is given with `population: atypical` and "
-                   "the warning \"outside the population this model was validated on: results may be unreliable\".")
+        out.append(f"- *Is it like the films the model was validated on?* A Mahalanobis score on the model's "
+                   f"features (threshold {ood.get('threshold', float('nan')):.3g}, "
+                   f"{ood.get('accept_rate_val', float('nan')):.1%} of validation films under it). "
+                   "Above it the answer is given with `population: atypical` and the warning "
+                   "\"outside the population this model was validated on: results may be unreliable\".")
     return out
 
 
@@ -210,13 +240,15 @@ def render_card(meta: dict, ev: dict | None = None, n_params: str = NR) -> str:
         "- Intended users: radiologists, paediatricians, researchers evaluating triage aids.",
         "## Out-of-scope uses",
         "- Adults or older children; lateral or non-chest views; CT.",
-        "- Diseases other than pneumonia (e.g. tuberculosis, COVID-19, effusion), or telling bacterial from viral pneumonia.",
+        "- Diseases other than pneumonia (e.g. tuberculosis, COVID-19, effusion), "
+        "or telling bacterial from viral pneumonia.",
         "- Use at another hospital or with other scanners without a local validation study.",
         "- Any autonomous decision without a clinician.",
         "## Factors",
         "- Relevant factors include age, scanner/hospital, view (AP/PA), image size and post-processing; only "
         "pathogen (bacteria/virus) is recorded in the data, and sensitivity per pathogen is in the evaluation report.",
         *_operating_point(meta),
+        *_shift_suite(meta),
         *_data(meta),
         *_evaluation(meta, ev),
         *_calibration(meta),
@@ -237,9 +269,6 @@ def write_card(bundle_dir: str | Path, eval_dir: str | Path | None = None) -> Pa
     bundle_dir = Path(bundle_dir)
     meta = read_meta(bundle_dir)
     try:
-        from pneumo.bundle import load_bundle
-        from pneumo.models import count_params
-
         n_params = f"{count_params(load_bundle(bundle_dir).model):,}"
     except Exception:  # the card is still useful without a loadable model
         n_params = NR

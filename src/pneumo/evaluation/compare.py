@@ -15,10 +15,10 @@ import datetime as _dt
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pneumo import __version__
 from pneumo.bundle import atomic_write_bytes, atomic_write_json, load_bundle
 from pneumo.data.discover import Sample
 from pneumo.errors import ConfigError, DatasetError
@@ -27,6 +27,8 @@ from pneumo.evaluation.metrics import METRIC_LABELS, METRICS, point_metrics
 from pneumo.evaluation.plots import roc_png
 from pneumo.evaluation.report import b64, fmt
 from pneumo.evaluation.runner import bundle_summary, predict_samples
+from pneumo.templates import render
+from pneumo.version import __version__
 
 PAIRED_METRICS = ("sensitivity", "specificity", "accuracy")
 
@@ -82,30 +84,31 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(result: dict, md: str, roc: bytes) -> str:
-    """A minimal self-contained HTML rendering of the Markdown tables plus the ROC plot."""
-    import html
-
-    rows, out = [], []
+def _blocks(md: str) -> list[tuple[str, object]]:
+    """``comparison.md`` as blocks in order: ``("table", rows of cells)`` (the Markdown rule rows dropped)
+    or ``("p", line)`` for any other non-blank line."""
+    blocks: list[tuple[str, object]] = []
+    rows: list[list[str]] = []
     for line in md.splitlines():
         if line.startswith("|"):
             if set(line.replace("|", "").strip()) <= set("-"):
                 continue
-            tag = "th" if not rows else "td"
-            rows.append("<tr>" + "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in line.strip("|").split("|")) + "</tr>")
+            rows.append([c.strip() for c in line.strip("|").split("|")])
         else:
             if rows:
-                out.append("<table>" + "".join(rows) + "</table>")
+                blocks.append(("table", rows))
                 rows = []
             if line.strip():
-                out.append(f"<p>{html.escape(line)}</p>")
+                blocks.append(("p", line))
     if rows:
-        out.append("<table>" + "".join(rows) + "</table>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em}th{background:#f3f3f3}")
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>pneumo comparison</title>"
-            f"<style>{style}</style></head><body><h1>Model comparison</h1>{''.join(out)}"
-            f"<img alt='roc' src='data:image/png;base64,{b64(roc)}'></body></html>\n")
+        blocks.append(("table", rows))
+    return blocks
+
+
+def _html(result: dict, md: str, roc: bytes) -> str:
+    """A minimal self-contained HTML rendering of the Markdown tables plus the ROC plot
+    (layout: ``pneumo/templates/comparison.html``)."""
+    return render("comparison.html", blocks=_blocks(md), roc=b64(roc)) + "\n"
 
 
 def compare_bundles(bundle_dirs: Sequence[str | Path], samples: Sequence[Sample], out_dir: str | Path, *,
@@ -125,10 +128,11 @@ def compare_bundles(bundle_dirs: Sequence[str | Path], samples: Sequence[Sample]
         raise DatasetError("no image could be read by every model")
     y = np.array([s.label for s in kept], dtype=int)
     groups = [s.group for s in kept]
-    models = [(logit[ok], p.probabilities(logit[ok]), b.threshold_logit) for (p, logit), b in zip(preds, bundles, strict=True)]
+    models = [(logit[ok], p.probabilities(logit[ok]), b.threshold_logit)
+              for (p, logit), b in zip(preds, bundles, strict=True)]
     points = [point_metrics(y, lg, pr, t) for lg, pr, t in models]
     reps = stats.paired_bootstrap(y, groups, models, n_boot=max(n_boot, 1), seed=seed)
-    result = {
+    result: dict[str, Any] = {
         "pneumo_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "data": {"source": str(data_path) if data_path else None, "split": split, "n_images": len(kept),
@@ -145,7 +149,8 @@ def compare_bundles(bundle_dirs: Sequence[str | Path], samples: Sequence[Sample]
             ms[k] = {"value": pt[k], "lo": lo, "hi": hi, "n_valid": n_valid}
         result["models"].append({**bundle_summary(b), "name": name, "metrics": ms})
     md = markdown_table(result)
-    roc = roc_png([{"label": n, "y": y, "score": lg, "op": _op(y, lg, t)} for n, (lg, _, t) in zip(names, models, strict=True)])
+    roc = roc_png([{"label": n, "y": y, "score": lg, "op": _op(y, lg, t)}
+                   for n, (lg, _, t) in zip(names, models, strict=True)])
     out = Path(out_dir)
     atomic_write_bytes(out / "comparison.md", md.encode())
     atomic_write_bytes(out / "roc.png", roc)

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import __version__
 from pneumo.bundle import Bundle, atomic_write_bytes, atomic_write_json, load_bundle
 from pneumo.data.discover import CLASS_NAMES, Sample
-from pneumo.errors import BundleError, ConfigError, DatasetError, PneumoError
+from pneumo.errors import BundleError, ConfigError, DatasetError
 from pneumo.evaluation import metrics as M
 from pneumo.evaluation.plots import evaluation_figures
+from pneumo.evaluation.report import error_gallery, render_report
+from pneumo.inference import Predictor
+from pneumo.version import __version__
 
 BOOT_SEED = 0
 
@@ -31,29 +33,13 @@ def predict_samples(predictor, samples: Sequence[Sample], batch_size: int = 32, 
     """Logits for the samples' image files (paths only; labels are never passed to the model).
 
     Returns ``(logits N, ok N bool, unreadable [(path, reason)])``; an unreadable file costs its own
-    image, not the run (its batch is retried file by file).
+    image, not the run (``Predictor.logits_for(..., on_error="record")``).
     """
     paths = [s.path for s in samples]
-    logits = np.full(len(paths), np.nan, dtype=np.float64)
-    ok = np.zeros(len(paths), dtype=bool)
-    bad: list[tuple[str, str]] = []
-    starts = range(0, len(paths), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, total=len(starts), unit="batch", desc="predicting")
-    for i in starts:
-        chunk = paths[i : i + batch_size]
-        try:
-            logits[i : i + len(chunk)] = predictor.logits_for_paths(chunk, batch_size=batch_size)
-            ok[i : i + len(chunk)] = True
-        except (PneumoError, OSError, ValueError):
-            for j, p in enumerate(chunk, start=i):
-                try:
-                    logits[j] = predictor.logits_for_paths([p], batch_size=1)[0]
-                    ok[j] = True
-                except (PneumoError, OSError, ValueError) as exc:
-                    bad.append((str(p), str(exc)))
+    res = predictor.logits_for(paths, batch_size=batch_size, on_error="record", progress=progress)
+    logits = np.array([np.nan if r.logit is None else r.logit for r in res], dtype=np.float64)
+    ok = np.array([r.ok for r in res], dtype=bool)
+    bad = [(r.path, r.message) for r in res if not r.ok]
     broken = ok & ~np.isfinite(logits)
     if broken.any():
         first = paths[int(np.flatnonzero(broken)[0])]
@@ -130,9 +116,6 @@ def evaluate_bundle(bundle: Bundle | str | Path, samples: Sequence[Sample], out_
                     seed: int = BOOT_SEED, progress: bool = False, backend: str = "auto",
                     gallery: int = 8) -> dict:
     """Evaluate ``bundle`` on ``samples`` and write every output into ``out_dir``; returns metrics.json's content."""
-    from pneumo.evaluation.report import error_gallery, render_report
-    from pneumo.inference import Predictor
-
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     samples = list(samples)
     if not samples:

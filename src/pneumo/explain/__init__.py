@@ -2,7 +2,7 @@
 RISE, gradient attributions), pictures of it, and the checks that the explanations mean something
 (sanity, faithfulness). Pictures of a decision use :func:`explain_decision`."""
 
-from pneumo.explain.core import DEFAULT_METHOD, METHODS, TARGETS, explain_tensor, resolve_layer, to_original
+from pneumo.explain.core import DEFAULT_METHOD, METHODS, TARGETS, explain_tensor, resolve_layer
 from pneumo.explain.explainer import Evidence, Explainer, explain_decision, explain_pixels, explainer_for
 from pneumo.explain.render import heatmap_rgba_png, overlay_png
 
@@ -19,5 +19,4 @@ __all__ = [
     "heatmap_rgba_png",
     "overlay_png",
     "resolve_layer",
-    "to_original",
 ]

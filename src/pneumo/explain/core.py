@@ -15,11 +15,10 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from pneumo.data.preprocess import PreprocessSpec, preprocess
+from pneumo.data.preprocess import PreprocessSpec, preprocess, undo_resize, valid_region
 from pneumo.errors import ConfigError
 from pneumo.explain import cam, perturb
 
@@ -141,55 +140,13 @@ def _occlusion_monai(model: nn.Module, x: torch.Tensor, class_idx: int, mask: in
     return gaussian_filter(drop, sigma=mask / 4).astype(np.float32)
 
 
-def to_original(heatmap: np.ndarray, shape: tuple[int, int], spec: PreprocessSpec) -> np.ndarray:
-    """Undo ``spec.resize``: ``S×S`` model-grid map → ``H×W`` at the original geometry.
-
-    stretch: plain resize. letterbox: crop the padding bands out, then resize. center_crop: place the
-    map in the scaled image's frame (the cropped-off margins, unseen by the model, get 0), then resize.
-    """
-    h, w = shape
-    size = spec.size
-    m = np.asarray(heatmap, dtype=np.float32)
-    if spec.resize == "letterbox":
-        scale = size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        top, left = (size - nh) // 2, (size - nw) // 2
-        m = m[top : top + nh, left : left + nw]
-    elif spec.resize == "center_crop":
-        scale = size / min(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        top, left = (nh - size) // 2, (nw - size) // 2
-        frame = np.zeros((nh, nw), dtype=np.float32)
-        frame[top : top + size, left : left + size] = m
-        m = frame
-    return _resize(m, h, w)
-
-
-def _resize(m: np.ndarray, h: int, w: int) -> np.ndarray:
-    if m.shape == (h, w):
-        return m.astype(np.float32, copy=True)
-    im = Image.fromarray(np.ascontiguousarray(m, dtype=np.float32), mode="F")
-    return np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
-
-
-def _valid_region(shape: tuple[int, int], spec: PreprocessSpec) -> tuple[slice, slice]:
-    """The part of the model grid that shows the image (letterbox excludes the padding)."""
-    if spec.resize != "letterbox":
-        return slice(None), slice(None)
-    h, w = shape
-    scale = spec.size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    top, left = (spec.size - nh) // 2, (spec.size - nw) // 2
-    return slice(top, top + nh), slice(left, left + nw)
-
-
 def finish(raw: np.ndarray, shape: tuple[int, int], spec: PreprocessSpec) -> np.ndarray:
     """Raw model-grid map → ``H×W`` in [0, 1]: normalised over the part of the grid that shows the
     image, then resized back to the original geometry."""
-    rows, cols = _valid_region(shape, spec)
+    rows, cols = valid_region(shape, spec)
     norm = np.zeros_like(raw)
     norm[rows, cols] = _normalise(raw[rows, cols])
-    return np.clip(to_original(norm, shape, spec), 0.0, 1.0)
+    return np.clip(undo_resize(norm, shape, spec), 0.0, 1.0)
 
 
 def model_input(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

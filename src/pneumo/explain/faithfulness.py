@@ -43,7 +43,7 @@ def curves(
 
     ``baseline`` is what deleted pixels become: ``blur`` (Gaussian, σ = S/16; no new edges) or ``mean``.
     Insertion always starts from the blurred image."""
-    img = np.asarray(x, dtype=np.float32).reshape(x.shape[-2:])
+    img: np.ndarray = np.asarray(x, dtype=np.float32).reshape(x.shape[-2:])
     s = img.shape[-1]
     jitter = np.random.default_rng(0).random(img.size) * 1e-6
     order = np.argsort(-(np.asarray(saliency, dtype=np.float64).ravel() + jitter), kind="stable")
@@ -52,7 +52,7 @@ def curves(
     dele, ins = [], []
     for k in range(steps + 1):
         n = round(k * img.size / steps)
-        mask = np.zeros(img.size, dtype=bool)
+        mask: np.ndarray = np.zeros(img.size, dtype=bool)
         mask[order[:n]] = True
         mask = mask.reshape(img.shape)
         dele.append(np.where(mask, mean, img))
@@ -66,7 +66,8 @@ def random_map(size: int, rng: np.random.Generator, cells: int = 8) -> np.ndarra
     upsampled to ``size×size`` (pixel-level noise would delete salt-and-pepper patterns instead of
     regions, an unfair, out-of-distribution comparison)."""
     coarse = torch.from_numpy(rng.random((1, 1, cells, cells)).astype(np.float32))
-    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    up = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
 
 
 def auc(curve: np.ndarray) -> float:
@@ -106,13 +107,17 @@ def faithfulness(
             d, i = curves(model, x, sal, sign, steps, baseline)
             per[name]["deletion"].append(auc(d))
             per[name]["insertion"].append(auc(i))
-    summary = {name: {"deletion_auc": _mean(v["deletion"]), "insertion_auc": _mean(v["insertion"])} for name, v in per.items()}
+    summary = {name: {"deletion_auc": _mean(v["deletion"]), "insertion_auc": _mean(v["insertion"])}
+               for name, v in per.items()}
     rand = summary.pop("random")
     for v in summary.values():
-        v["beats_random_deletion"] = bool(v["deletion_auc"] < rand["deletion_auc"])
-        v["beats_random_insertion"] = bool(v["insertion_auc"] > rand["insertion_auc"])
-        v["meets_targets"] = bool(v["deletion_auc"] <= rand["deletion_auc"] - DELETION_MARGIN
-                                  and v["insertion_auc"] >= rand["insertion_auc"] + INSERTION_MARGIN)
+        dele, ins = v["deletion_auc"], v["insertion_auc"]
+        rand_dele, rand_ins = rand["deletion_auc"], rand["insertion_auc"]
+        if dele is None or ins is None or rand_dele is None or rand_ins is None:  # _mean of no images
+            raise ValueError("faithfulness needs at least one input image")
+        v["beats_random_deletion"] = bool(dele < rand_dele)
+        v["beats_random_insertion"] = bool(ins > rand_ins)
+        v["meets_targets"] = bool(dele <= rand_dele - DELETION_MARGIN and ins >= rand_ins + INSERTION_MARGIN)
     return {
         "test": "deletion (lower is better) / insertion (higher is better) AUC, Petsiuk et al. 2018",
         "n_images": len(inputs),

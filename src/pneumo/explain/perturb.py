@@ -47,7 +47,7 @@ def occlusion(score: Score, x: np.ndarray, sign: float, cells: int = 16, patch: 
     centres is hidden (patch side ``patch`` cells, i.e. S/8 with the defaults; 256 copies), clipped at 0.
 
     ``fill``: ``blur`` (the blurred image) or ``mean`` (the image mean; MONAI-like)."""
-    img = np.asarray(x, dtype=np.float32).reshape(np.shape(x)[-2:])
+    img: np.ndarray = np.asarray(x, dtype=np.float32).reshape(np.shape(x)[-2:])
     s = img.shape[-1]
     base = blurred(img) if fill == "blur" else np.full_like(img, img.mean())
     step = s / cells
@@ -72,7 +72,7 @@ def rise(score: Score, x: np.ndarray, sign: float, n_masks: int = 500, cells: in
     """RISE (Petsiuk 2018): ``Σ_i (s_i − mean s)·M_i`` over ``n_masks`` random smooth masks that keep
     each coarse cell with probability ``p_keep`` (random sub-cell shift; the rest is blurred), clipped
     at 0. Centring the scores removes the bias towards what every mask keeps."""
-    img = np.asarray(x, dtype=np.float32).reshape(np.shape(x)[-2:])
+    img: np.ndarray = np.asarray(x, dtype=np.float32).reshape(np.shape(x)[-2:])
     s = img.shape[-1]
     rng = np.random.default_rng(seed)
     cell = int(np.ceil(s / cells))

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pneumo.data.preprocess import fit_long_side, resample  # noqa: E402
 from pneumo.errors import ConfigError  # noqa: E402
 
 CMAP = "jet"
@@ -19,14 +20,9 @@ MAX_SIDE = 1024
 
 
 def _fit(a: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """Downscale a float ``H×W`` array so its long side is ≤ ``max_side``, keeping the aspect ratio."""
-    h, w = a.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale == 1.0:
-        return a.astype(np.float32, copy=False)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-    return np.asarray(im.resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
+    """A float ``H×W`` array at display size (long side ≤ ``max_side``, aspect kept)."""
+    size = fit_long_side(a.shape, max_side)
+    return a.astype(np.float32, copy=False) if size == a.shape else resample(a, *size)
 
 
 def _check_pair(pixels: np.ndarray, heatmap: np.ndarray) -> None:
@@ -73,8 +69,7 @@ def heatmap_rgba_png(heatmap: np.ndarray, size: tuple[int, int] | None = None) -
         w, h = int(size[0]), int(size[1])
         if w < 1 or h < 1:
             raise ConfigError(f"size must be positive (width, height), got {size!r}")
-        im = Image.fromarray(hm, mode="F").resize((w, h), Image.Resampling.BILINEAR)
-        hm = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        hm = np.clip(resample(hm, h, w), 0.0, 1.0)
     rgba = plt.get_cmap(CMAP)(hm)
     rgba[..., 3] = np.sqrt(hm)  # faint heat stays faintly visible, cold areas fully transparent
     buf = io.BytesIO()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pneumo.errors import BundleError
 from pneumo.inference.gate import ChestGate, fit_gate
-from pneumo.inference.ood import OODDetector, fit_ood, image_statistics
+from pneumo.inference.ood import OODDetector, image_statistics
+from pneumo.inference.ood_fit import fit_ood
 from pneumo.inference.predictor import ATYPICAL_WARNING, NOT_A_CXR, Prediction, Predictor
 
 MODEL_ENV = "PNEUMO_MODEL"

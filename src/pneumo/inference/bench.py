@@ -15,6 +15,7 @@ parity check there: speed only; ``pneumo export`` is the way to ship them).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import time
@@ -43,7 +44,7 @@ def measure_peak_flops(threads: int, sizes: tuple[int, ...] = (256, 512, 1024), 
         out = 0.0
         for size in sizes:
             a, b = torch.randn(size, size), torch.randn(size, size)
-            out = max(out, 2 * size**3 / min(_timings(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=2)))
+            out = max(out, 2 * size**3 / min(_timings(functools.partial(torch.mm, a, b), repeats, warmup=2)))
         return out
 
     single = best(1)
@@ -164,7 +165,8 @@ def bench_bundle(
 def _predictor(bundle: Bundle, threads: int, backend: str = "onnx", onnx: Path | None = None) -> Predictor:
     if backend == "torch":
         return Predictor(bundle, backend="torch", threads=threads, ood=False)
-    return Predictor(bundle, backend="onnx", threads=threads, onnx_file=str(Path(onnx).resolve()) if onnx else None, ood=False)
+    onnx_file = str(Path(onnx).resolve()) if onnx else None
+    return Predictor(bundle, backend="onnx", threads=threads, onnx_file=onnx_file, ood=False)
 
 
 def format_table(result: dict) -> str:

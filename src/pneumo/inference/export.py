@@ -26,9 +26,10 @@ from pneumo.bundle import Bundle, load_bundle, record_derived, replace_readable,
 from pneumo.data.dataset import load_dataset
 from pneumo.data.discover import Sample
 from pneumo.data.imageio import read_image
+from pneumo.data.locate import resolve_data
 from pneumo.data.preprocess import preprocess
 from pneumo.errors import ConfigError, PneumoError
-from pneumo.inference.predictor import ort_session
+from pneumo.inference.predictor import Predictor
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -39,25 +40,15 @@ INT8_FILE = "model.int8.onnx"
 
 
 class LogitAndEmbedding(nn.Module):
-    """Wraps a :class:`PneumoNet`: ``B×1×H×W`` → (``B`` logits, ``B×D`` embeddings), features run once.
-
-    Mirrors ``PneumoNet.embed``: the head's layers up to its last ``nn.Linear`` give the embedding,
-    the rest give the logit.
-    """
+    """The graph ``pneumo export`` writes: a :class:`PneumoNet`'s ``logit_and_embedding`` as ``forward``
+    (``B×1×H×W`` → ``B`` logits, ``B×D`` embeddings; the model defines the embedding)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        head = model.head
-        layers = list(head.children()) if isinstance(head, nn.Sequential) else [head]
-        cut = max(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
-        self.pre = nn.Sequential(*layers[:cut])
-        self.post = nn.Sequential(*layers[cut:])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.pre(self.model.features(x))
-        emb = z.flatten(1)
-        return self.post(z).reshape(x.shape[0]), emb
+        return self.model.logit_and_embedding(x)
 
 
 def export_onnx_file(model: nn.Module, size: int, path: Path, opset: int = OPSET) -> str:
@@ -101,8 +92,6 @@ def validation_samples(bundle: Bundle, data: str | Path | None, n: int) -> tuple
             index = None
     if index is None:
         if data is None:
-            from pneumo.data.locate import resolve_data
-
             data = resolve_data(None)
         index, source = load_dataset(data), f"dataset {data}"
     val = index.select("val")
@@ -118,30 +107,31 @@ def validation_samples(bundle: Bundle, data: str | Path | None, n: int) -> tuple
 
 
 def _batch(samples: list[Sample], bundle: Bundle) -> np.ndarray:
+    """Preprocessed model inputs (``N×1×S×S``) of ``samples``: the int8 quantiser's calibration data."""
     return np.stack([preprocess(read_image(s.path)[0], bundle.spec) for s in samples])
 
 
-def _ort_outputs(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    logit, emb = ort_session(path).run(["logit", "embedding"], {"image": x})
-    return np.asarray(logit, np.float64).reshape(-1), np.asarray(emb, np.float64)
+def _onnx_predictor(bundle: Bundle, path: Path) -> Predictor:
+    return Predictor(bundle, backend="onnx", onnx_file=str(Path(path).resolve()), ood=False)
 
 
-def check_parity(bundle: Bundle, onnx_path: Path, x: np.ndarray, tol: float = PARITY_TOL) -> dict:
-    """Compare ONNX Runtime with PyTorch on the batch ``x``; raises :class:`ConfigError` above ``tol``."""
-    with torch.inference_mode():
-        t_logit, t_emb = LogitAndEmbedding(bundle.model)(torch.from_numpy(x))
-    o_logit, o_emb = _ort_outputs(onnx_path, x)
-    dp = float(np.max(np.abs(bundle.probability(t_logit.numpy()) - bundle.probability(o_logit))))
+def check_parity(bundle: Bundle, onnx_path: Path, samples: list[Sample], tol: float = PARITY_TOL) -> dict:
+    """Compare the ONNX and torch :class:`Predictor` on ``samples``' files (the serving path: read →
+    preprocess → model); raises :class:`ConfigError` above ``tol``."""
+    paths = [s.path for s in samples]
+    t_logit, t_emb, _ = Predictor(bundle, backend="torch", ood=False).features(paths)
+    o_logit, o_emb, _ = _onnx_predictor(bundle, onnx_path).features(paths)
+    dp = float(np.max(np.abs(bundle.probability(t_logit) - bundle.probability(o_logit))))
     out = {
         "max_abs_diff": dp,
-        "max_abs_diff_logit": float(np.max(np.abs(t_logit.numpy() - o_logit))),
-        "max_abs_diff_embedding": float(np.max(np.abs(t_emb.numpy() - o_emb))),
+        "max_abs_diff_logit": float(np.max(np.abs(t_logit.astype(np.float64) - o_logit))),
+        "max_abs_diff_embedding": float(np.max(np.abs(t_emb.astype(np.float64) - o_emb))),
         "tolerance": tol,
-        "n_images": len(x),
+        "n_images": len(samples),
     }
     if not dp <= tol:
         raise ConfigError(
-            f"{onnx_path.name}: ONNX and PyTorch disagree by up to {dp:.3g} in probability on {len(x)} "
+            f"{onnx_path.name}: ONNX and PyTorch disagree by up to {dp:.3g} in probability on {len(samples)} "
             f"validation images (allowed {tol:g}); nothing was written"
         )
     return out
@@ -158,16 +148,15 @@ def export_bundle(
     tol = PARITY_TOL if tol is None else tol
     bundle = load_bundle(bundle_dir)
     samples, source = validation_samples(bundle, data, max(n_images, MIN_PARITY_IMAGES))
-    x = _batch(samples, bundle)
     path = bundle.path
     tmp, int8_tmp = path / f".{ONNX_FILE}.tmp", path / f".{INT8_FILE}.tmp"
     try:
         exporter = export_onnx_file(bundle.model, bundle.spec.size, tmp)
-        parity = check_parity(bundle, tmp, x, tol)
+        parity = check_parity(bundle, tmp, samples, tol)
         parity["source"] = source
         block = {"file": ONNX_FILE, "opset": OPSET if exporter == "torchscript" else _opset(tmp),
                  "exporter": exporter, "outputs": ["logit", "embedding"], "parity": parity, "int8": None}
-        int8_info = quantise_int8(bundle, tmp, int8_tmp, samples, x, data) if int8 else None
+        int8_info = quantise_int8(bundle, tmp, int8_tmp, samples, data) if int8 else None
         replace_readable(tmp, path / ONNX_FILE)
         block["sha256"] = sha256_file(path / ONNX_FILE)
         if int8_info is not None and int8_info["accepted"]:
@@ -193,11 +182,12 @@ def export_bundle(
 def _opset(path: Path) -> int:
     import onnx
 
-    return max(o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+    imports = onnx.load(str(path), load_external_data=False).opset_import
+    return max(o.version for o in imports if o.domain in ("", "ai.onnx"))
 
 
 def quantise_int8(
-    bundle: Bundle, fp32: Path, out: Path, val: list[Sample], x_val: np.ndarray, data: str | Path | None
+    bundle: Bundle, fp32: Path, out: Path, val: list[Sample], data: str | Path | None
 ) -> dict:
     """Static QDQ int8 (per-channel weights, calibrated on training images); refuse if AUROC drops too much."""
     from sklearn.metrics import roc_auc_score
@@ -207,8 +197,9 @@ def quantise_int8(
     y = np.array([s.label for s in val])
     if len(set(y)) < 2:
         raise ConfigError("int8 check needs validation images of both classes")
-    auc32 = float(roc_auc_score(y, _ort_outputs(fp32, x_val)[0]))
-    auc8 = float(roc_auc_score(y, _ort_outputs(out, x_val)[0]))
+    paths = [s.path for s in val]
+    auc32 = float(roc_auc_score(y, _onnx_predictor(bundle, fp32).logits_for(paths)))
+    auc8 = float(roc_auc_score(y, _onnx_predictor(bundle, out).logits_for(paths)))
     info = {"file": INT8_FILE, "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
             "n_calibration": len(calib), "auroc_fp32": auc32, "auroc_int8": auc8, "auroc_drop": auc32 - auc8,
             "max_auroc_drop": INT8_MAX_AUROC_DROP, "n_images": len(val), "accepted": False}
@@ -252,8 +243,6 @@ def _calibration_batch(bundle: Bundle, data: str | Path | None, exclude: set[str
             except PneumoError:
                 continue
     if index is None:
-        from pneumo.data.locate import resolve_data
-
         index = load_dataset(resolve_data(None))
     pool = [s for s in index.select("train") if str(s.path) not in exclude] or \
         [s for s in index.samples if str(s.path) not in exclude]

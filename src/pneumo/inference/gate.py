@@ -32,7 +32,7 @@ from pneumo.bundle import read_meta, sha256_file, update_meta
 from pneumo.data.dataset import load_dataset
 from pneumo.data.discover import Sample
 from pneumo.data.locate import resolve_data
-from pneumo.errors import BundleError, ConfigError
+from pneumo.errors import BundleError, ConfigError, TooFewImages
 from pneumo.inference import gate_corpus as corpus
 from pneumo.inference.gate_features import MAX_ASPECT, MIN_SIDE, N_FEATURES, gate_features, geometry_reason
 
@@ -102,7 +102,8 @@ class ChestGate:
 def train_classifier(x: np.ndarray, y: np.ndarray, kind: str = "mlp", seed: int = 0) -> ChestGate:
     """Features ``N×N_FEATURES`` and labels (1 = chest X-ray) → an untuned :class:`ChestGate`.
 
-    ``mlp``: one hidden layer of 64 ReLU units, L2 1e-2, early stopping on 10 % of the images. ``lr``: balanced logistic regression, C 0.1.
+    ``mlp``: one hidden layer of 64 ReLU units, L2 1e-2, early stopping on 10 % of the images.
+    ``lr``: balanced logistic regression, C 0.1.
     """
     from sklearn.linear_model import LogisticRegression  # lazy: sklearn is only needed to fit
     from sklearn.neural_network import MLPClassifier
@@ -156,7 +157,7 @@ def training_items(
     train = load_dataset(resolve_data(data)).select("train")
     fit, val = split_chest(train)
     if len(fit) < 50 or len(val) < 10:
-        raise ConfigError(f"gate fitting needs ≥50 fit and ≥10 held-out chest X-rays, got {len(fit)} and {len(val)}")
+        raise TooFewImages(f"gate fitting needs ≥50 fit and ≥10 held-out chest X-rays, got {len(fit)} and {len(val)}")
     rng = np.random.default_rng(seed)
     if len(fit) > n_chest:
         fit = [fit[i] for i in sorted(rng.choice(len(fit), n_chest, replace=False))]

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from pneumo.data.imageio import read_image
+from pneumo.data.preprocess import fit_long_side, resample
 from pneumo.errors import PneumoError
 
 WORK_SIDE = 256  # images are kept at most this large: the gate's view is 64 px
@@ -45,13 +45,9 @@ class Item:
 
 
 def shrink(pixels: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    h, w = pixels.shape
-    s = side / max(h, w)
-    if s >= 1:
-        return np.asarray(pixels, dtype=np.float32)
-    im = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
-    im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.float32)
+    """The film with its long side at most ``side``: the gate's features never need more."""
+    size = fit_long_side(pixels.shape, side)
+    return np.asarray(pixels, dtype=np.float32) if size == pixels.shape else resample(pixels, *size)
 
 
 def _read(path: str | Path) -> np.ndarray | None:
@@ -99,7 +95,8 @@ def package_items() -> list[Item]:
     import skimage
 
     sk = Path(skimage.__file__).parent / "data"
-    out = read_items(sorted(p for p in sk.iterdir() if p.suffix in (".png", ".jpg", ".tif")), False, "skimage", "package")
+    images = sorted(p for p in sk.iterdir() if p.suffix in (".png", ".jpg", ".tif"))
+    out = read_items(images, False, "skimage", "package")
     faces = sk / "lfw_subset.npy"
     if faces.exists():
         arr = np.load(faces, allow_pickle=False)[:20]
@@ -111,11 +108,6 @@ def package_items() -> list[Item]:
 
 
 # -- augmentations ------------------------------------------------------------------------------
-
-def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-    return np.asarray(im.resize((max(1, w), max(1, h)), Image.Resampling.BILINEAR), dtype=np.float32)
-
 
 def acquisition_variant(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A chest film as another hospital might send it: cropped or bordered, slightly rotated, other
@@ -136,7 +128,7 @@ def acquisition_variant(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.4:
         oh, ow = out.shape
         r = rng.uniform(0.75, 1.35)
-        out = _resize(out, oh, int(ow * r))
+        out = resample(out, max(1, oh), max(1, int(ow * r)))
     out = np.clip(out, 0, 1) ** rng.uniform(0.6, 1.6)
     if rng.random() < 0.2:
         out = ndimage.gaussian_filter(out, rng.uniform(0.5, 1.5))

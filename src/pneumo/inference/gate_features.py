@@ -37,9 +37,10 @@ def _pool(a: np.ndarray, k: int) -> np.ndarray:
 def gate_features(pixels: np.ndarray) -> np.ndarray:
     """``read_image`` pixels (float32 H×W in [0, 1], any size) → a float64 feature vector.
 
-    Layout: 16×16 equalised thumbnail (256), its left–right mirror differences (128), HOG of the 64-px equalised view (324), row and column
-    profiles (2×32), 16-bin raw histogram, and 10 scalars (raw mean/std, clipped fractions, gradient
-    and Laplacian energy, left–right and top–bottom contrasts, centre–border contrast).
+    Layout: 16×16 equalised thumbnail (256), its left–right mirror differences (128), HOG of the 64-px
+    equalised view (324), row and column profiles (2×32), 16-bin raw histogram, and 10 scalars (raw
+    mean/std, clipped fractions, gradient and Laplacian energy, left–right and top–bottom contrasts,
+    centre–border contrast).
     """
     small = resize_image(np.asarray(pixels, dtype=np.float32), VIEW, "stretch").astype(np.float64)
     small = np.clip(small, 0.0, 1.0)

@@ -3,8 +3,8 @@
 Two views of an image, each scored by a Mahalanobis distance to the training X-rays with a
 Ledoit–Wolf shrinkage covariance (well conditioned even when D is close to the number of images):
 
-1. **embedding** — the model's penultimate features ``model.embed(x)`` (``B×D``): what the classifier
-   itself "sees". Strong for large trained networks, weak for tiny ones.
+1. **embedding** — the model's penultimate features (``B×D``, ``PneumoNet.logit_and_embedding``): what
+   the classifier itself "sees". Strong for large trained networks, weak for tiny ones.
 2. **image statistics** — cheap, model-independent appearance features of the ``read_image`` pixels
    (:func:`image_statistics`): an 8×8 thumbnail (every chest film has the same coarse layout: dark
    lungs either side of a bright mediastinum), a 16-bin intensity histogram, saturation fractions,
@@ -27,22 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from pneumo.bundle import (
     Bundle,
-    load_bundle,
     read_meta,
-    record_derived,
-    replace_readable,
-    sha256_file,
-    update_meta,
 )
-from pneumo.data.discover import Sample
-from pneumo.data.imageio import read_image
-from pneumo.data.preprocess import preprocess, resize_image
-from pneumo.errors import BundleError, ConfigError
+from pneumo.data.preprocess import resize_image
+from pneumo.errors import BundleError
 
 OOD_FILE = "ood.safetensors"
 METHOD = "mahalanobis-ledoitwolf(embedding)+mahalanobis-ledoitwolf(image-stats), max of median-normalised d2"
@@ -67,7 +59,7 @@ def image_statistics(pixels: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Gaussian:
+class Gaussian:
     """Mean, shrunk precision and a median-d² scale for one feature view."""
 
     mean: np.ndarray
@@ -75,7 +67,7 @@ class _Gaussian:
     scale: float
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> _Gaussian:
+    def fit(cls, x: np.ndarray) -> Gaussian:
         from sklearn.covariance import LedoitWolf
 
         lw = LedoitWolf().fit(x)
@@ -94,7 +86,7 @@ class _Gaussian:
 class OODDetector:
     """Scores images by distance to the training X-rays; ``score > threshold`` → not a chest X-ray."""
 
-    def __init__(self, embedding: _Gaussian, image: _Gaussian | None, threshold: float, meta: dict | None = None):
+    def __init__(self, embedding: Gaussian, image: Gaussian | None, threshold: float, meta: dict | None = None):
         self.embedding = embedding
         self.image = image
         self.threshold = float(threshold)
@@ -138,8 +130,8 @@ class OODDetector:
             t = load_file(str(f))
         except Exception as exc:  # safetensors raises its own error types on damaged files
             raise BundleError(f"{f}: cannot read OOD statistics ({exc})") from exc
-        emb = _Gaussian(t["emb_mean"], t["emb_precision"], float(t["emb_scale"][0]))
-        img = _Gaussian(t["img_mean"], t["img_precision"], float(t["img_scale"][0])) if "img_mean" in t else None
+        emb = Gaussian(t["emb_mean"], t["emb_precision"], float(t["emb_scale"][0]))
+        img = Gaussian(t["img_mean"], t["img_precision"], float(t["img_scale"][0])) if "img_mean" in t else None
         return cls(emb, img, float(block["threshold"]), block)
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -155,73 +147,3 @@ class OODDetector:
                 "img_scale": np.array([self.image.scale]),
             }
         return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-def embed_and_stats(
-    bundle: Bundle, paths: Sequence[str | Path], batch_size: int = 64, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(N×D embeddings, N×N_IMAGE_STATS)`` for image files, with the torch model."""
-    embs, stats = [], []
-    starts = range(0, len(paths), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, unit="batch", desc="OOD features")
-    for s in starts:
-        pix = [read_image(p)[0] for p in paths[s : s + batch_size]]
-        x = torch.from_numpy(np.stack([preprocess(p, bundle.spec) for p in pix]))
-        with torch.inference_mode():
-            embs.append(bundle.model.embed(x).float().numpy())
-        stats.append(np.stack([image_statistics(p) for p in pix]))
-    return np.concatenate(embs), np.concatenate(stats)
-
-
-def fit_ood(
-    bundle_dir: str | Path,
-    train_samples: Sequence[Sample],
-    val_samples: Sequence[Sample],
-    accept_rate: float = 0.99,
-    max_fit: int = 2000,
-    use_image_stats: bool = True,
-    progress: bool = False,
-) -> dict:
-    """Fit the detector on training X-rays, set the threshold on validation X-rays, save into the bundle.
-
-    Returns the ``ood`` block written to ``pneumo.json``. Fitting uses at most ``max_fit`` training
-    images (a deterministic random subset); validation images are only used for the threshold.
-    """
-    if not 0.5 <= accept_rate < 1.0:
-        raise ConfigError(f"accept_rate must be in [0.5, 1), got {accept_rate}")
-    if len(train_samples) < 8 or len(val_samples) < 4:
-        raise ConfigError(
-            f"OOD fitting needs ≥8 training and ≥4 validation images, got {len(train_samples)} and {len(val_samples)}"
-        )
-    bundle = load_bundle(bundle_dir)
-    rng = np.random.default_rng(0)
-    train = list(train_samples)
-    if len(train) > max_fit:
-        train = [train[i] for i in sorted(rng.choice(len(train), max_fit, replace=False))]
-    e_tr, s_tr = embed_and_stats(bundle, [s.path for s in train], progress=progress)
-    e_va, s_va = embed_and_stats(bundle, [s.path for s in val_samples], progress=progress)
-    det = OODDetector(_Gaussian.fit(e_tr), _Gaussian.fit(s_tr) if use_image_stats else None, 0.0)
-    val_scores = det.score(e_va, s_va)
-    det.threshold = float(np.quantile(val_scores, accept_rate, method="higher"))
-    block = {
-        "method": METHOD if use_image_stats else "mahalanobis-ledoitwolf(embedding), median-normalised d2",
-        "threshold": det.threshold,
-        "accept_rate_target": accept_rate,
-        "accept_rate_val": float(np.mean(val_scores <= det.threshold)),
-        "n_fit": len(train),
-        "n_val": len(val_samples),
-        "feature_dim": int(e_tr.shape[1]),
-        "image_stats_dim": int(s_tr.shape[1]) if use_image_stats else 0,
-        "fitted": True,
-    }
-    path = Path(bundle_dir)
-    tmp = path / f".{OOD_FILE}.tmp"
-    save_file(det.tensors(), str(tmp))
-    replace_readable(tmp, path / OOD_FILE)
-    block["sha256"] = sha256_file(path / OOD_FILE)
-    update_meta(path, ood=block)
-    record_derived(path, OOD_FILE)
-    return block

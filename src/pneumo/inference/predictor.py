@@ -11,6 +11,11 @@ used when the bundle has ``model.onnx``). ``auto`` picks ONNX when present. A ``
 ``pneumo export`` has two outputs, ``logit`` (``B``) and ``embedding`` (``B×D``), so one ONNX run
 gives both the probability and the out-of-distribution score.
 
+One batch loop: :meth:`Predictor.predict` (findings), :meth:`Predictor.logits_for` (logits only, for
+evaluation) and :meth:`Predictor.features` (logits, embeddings, image statistics, for OOD fitting and
+export parity) all run items — file paths, ``read_image`` arrays, or a mix — through the same
+read → preprocess → batch → model loop, with ``on_error`` saying what an unreadable file does.
+
 Thread safety: ``ort.InferenceSession.run`` and torch inference are safe to call from several threads;
 a ``Predictor`` holds no per-call state.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -36,6 +42,11 @@ NOT_A_CXR = "NOT_A_CHEST_XRAY"
 
 
 ATYPICAL_WARNING = "outside the population this model was validated on: results may be unreliable"
+ON_ERROR = ("raise", "skip", "record")
+OnError = Literal["raise", "skip", "record"]
+
+Item = str | Path | np.ndarray
+Items = Item | Sequence[Item]
 
 
 @dataclass
@@ -63,8 +74,43 @@ class Prediction:
         return asdict(self)
 
 
+@dataclass
+class Outcome:
+    """One item's outcome with ``on_error="record"``: ``error`` set, or the answer.
+
+    A separate type rather than an ``error`` field on :class:`Prediction`, so a ``Prediction`` is
+    always a complete answer (no ``None`` probability to guard against in the server, the report or
+    the DICOM SR) and the error keeps its :class:`PneumoError` (``code``, ``status``) for whoever needs it.
+
+    ``path``: the path as given (``str``), ``None`` for a pixel array. ``logit``: set whenever the item
+    was read (by :meth:`Predictor.logits_for` too). ``prediction``: set by :meth:`Predictor.predict`.
+    """
+
+    path: str | None
+    prediction: Prediction | None = None
+    logit: float | None = None
+    error: PneumoError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def message(self) -> str | None:
+        """The error's message (it names the file), or ``None``."""
+        return None if self.error is None else str(self.error)
+
+
+class Features(NamedTuple):
+    """:meth:`Predictor.features`: per readable item, in order."""
+
+    logits: np.ndarray  # N, float32
+    embeddings: np.ndarray  # N×D, float32
+    image_stats: np.ndarray  # N×N_IMAGE_STATS, float64 (pneumo.inference.ood.image_statistics)
+
+
 class Predictor:
-    """Probabilities (and OOD flags) from a bundle for preprocessed batches, pixel arrays or files.
+    """Probabilities (and OOD flags) from a bundle for files or pixel arrays (:meth:`predict`).
 
     Args:
         bundle: a :class:`Bundle` or a bundle directory.
@@ -94,7 +140,7 @@ class Predictor:
         self.backend = backend
         self._session = None
         self._has_embedding_output = False
-        if backend == "onnx":
+        if backend == "onnx" and onnx_path is not None:
             self._session = ort_session(onnx_path, threads)
             self._input = self._session.get_inputs()[0].name
             self._outputs = [o.name for o in self._session.get_outputs()]
@@ -129,6 +175,7 @@ class Predictor:
     def spec(self):
         return self.bundle.spec
 
+    # -- the model on a preprocessed batch ---------------------------------------------------
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """``N×1×S×S`` float32 preprocessed batch → ``N`` raw logits (before temperature)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -148,34 +195,110 @@ class Predictor:
             with torch.inference_mode():
                 emb = self.bundle.model.embed(torch.from_numpy(batch)).float().numpy()
             return self.logits(batch), emb
-        from pneumo.inference.export import LogitAndEmbedding
-
         with torch.inference_mode():
-            logit, emb = LogitAndEmbedding(self.bundle.model)(torch.from_numpy(batch))
+            logit, emb = self.bundle.model.logit_and_embedding(torch.from_numpy(batch))
         return logit.float().numpy().reshape(-1), emb.float().numpy()
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities: ``sigmoid(logit / temperature)``."""
         return self.bundle.probability(logits)
 
-    def predict_pixels(self, pixels: np.ndarray) -> Prediction:
-        """``read_image`` pixels (float32 H×W in [0, 1]) → a :class:`Prediction` (with OOD if fitted)."""
-        return self.predict_batch([pixels])[0]
+    # -- images: the one batch loop ----------------------------------------------------------
+    @overload
+    def predict(self, items: Items, *, batch_size: int = ..., on_error: Literal["raise", "skip"] = ...,
+                progress: bool | str = ...) -> list[Prediction]: ...
+    @overload
+    def predict(self, items: Items, *, batch_size: int = ..., on_error: Literal["record"],
+                progress: bool | str = ...) -> list[Outcome]: ...
+    def predict(
+        self, items: Items, *, batch_size: int = 32, on_error: str = "raise", progress: bool | str = False
+    ) -> list[Prediction] | list[Outcome]:
+        """Paths and/or ``read_image`` arrays (float32 H×W in [0, 1], any sizes) → one answer each, in order.
 
-    def predict_batch(self, pixels: Sequence[np.ndarray]) -> list[Prediction]:
-        """Several ``read_image`` arrays (any sizes) → one :class:`Prediction` each, one forward pass."""
-        if len(pixels) == 0:
-            return []
-        batch = np.stack([preprocess(p, self.spec) for p in pixels])
+        ``on_error`` decides what an unreadable file (or a bad array) does: ``"raise"`` raises its
+        :class:`PneumoError` (the message names the file); ``"skip"`` leaves it out; with either the
+        result is a list of :class:`Prediction`. ``"record"`` returns one :class:`Outcome` per item
+        instead (``prediction`` or ``error``), so a report can keep a row per input.
+        ``progress``: a bar over the batches (a string names it; ``True`` → "predicting").
+        """
+        out = self._run(items, batch_size, on_error, progress, self._fill_predictions)
+        return out if on_error == "record" else [o.prediction for o in out if o.prediction is not None]
+
+    @overload
+    def logits_for(self, items: Items, *, batch_size: int = ..., on_error: Literal["raise", "skip"] = ...,
+                   progress: bool | str = ...) -> np.ndarray: ...
+    @overload
+    def logits_for(self, items: Items, *, batch_size: int = ..., on_error: Literal["record"],
+                   progress: bool | str = ...) -> list[Outcome]: ...
+    def logits_for(
+        self, items: Items, *, batch_size: int = 32, on_error: str = "raise", progress: bool | str = False
+    ) -> np.ndarray | list[Outcome]:
+        """As :meth:`predict`, logits only (no gate, no population score): float32 ``N`` raw logits
+        (before temperature) for ``"raise"``/``"skip"``, one :class:`Outcome` each (``logit`` or
+        ``error``, ``prediction`` ``None``) for ``"record"``. What evaluation and calibration score."""
+        out = self._run(items, batch_size, on_error, progress, self._fill_logits)
+        return out if on_error == "record" else np.array([o.logit for o in out], dtype=np.float32)
+
+    def features(self, items: Items, *, batch_size: int = 64, progress: bool | str = False) -> Features:
+        """Logits, embeddings and :func:`image_statistics` for readable items (errors raise): what
+        fitting the OOD detector and checking an ONNX export against torch need."""
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def fill(done: list[Outcome], pixels: list[np.ndarray], batch: np.ndarray) -> None:
+            logits, emb = self.logits_and_embeddings(batch)
+            for o, v in zip(done, logits, strict=True):
+                o.logit = float(v)
+            parts.append((logits, emb, np.stack([image_statistics(p) for p in pixels])))
+
+        self._run(items, batch_size, "raise", progress, fill)
+        if not parts:
+            raise ConfigError("no images to compute features for")
+        return Features(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+
+    def _run(self, items: Items, batch_size: int, on_error: str, progress: bool | str, fill) -> list[Outcome]:
+        """The loop every call above shares: per batch of ``batch_size`` items, read (or take) the
+        pixels, preprocess the readable ones, and hand them to ``fill(outcomes, pixels, batch)``."""
+        if on_error not in ON_ERROR:
+            raise ConfigError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        items = [items] if isinstance(items, str | Path | np.ndarray) else list(items)
+        out: list[Outcome] = []
+        for chunk in _batches(items, batch_size, progress):
+            done, pixels = [], []
+            for item in chunk:
+                o = Outcome(None if isinstance(item, np.ndarray) else str(item))
+                try:
+                    pixels.append(as_pixels(item))
+                    done.append(o)
+                except PneumoError as exc:
+                    if on_error == "raise":
+                        raise
+                    o.error = exc
+                if o.error is None or on_error == "record":
+                    out.append(o)
+            if pixels:
+                fill(done, pixels, np.stack([preprocess(p, self.spec) for p in pixels]))
+        return out
+
+    def _fill_logits(self, done: list[Outcome], pixels: list[np.ndarray], batch: np.ndarray) -> None:
+        for o, v in zip(done, self.logits(batch), strict=True):
+            o.logit = float(v)
+
+    def _fill_predictions(self, done: list[Outcome], pixels: list[np.ndarray], batch: np.ndarray) -> None:
+        pop: list[float | None]
         if self.ood_detector is None:
             logits, pop = self.logits(batch), [None] * len(pixels)
         else:
             logits, emb = self.logits_and_embeddings(batch)
             stats = np.stack([image_statistics(p) for p in pixels]) if self.ood_detector.uses_image_stats else None
             pop = [float(v) for v in self.ood_detector.score(emb, stats)]
-        return [self._prediction(float(v), p, s) for v, p, s in zip(logits, pixels, pop, strict=True)]
+        for o, v, p, s in zip(done, logits, pixels, pop, strict=True):
+            o.logit = float(v)
+            o.prediction = self._prediction(o.logit, p, s)
 
     def _prediction(self, logit: float, pixels: np.ndarray, pop: float | None) -> Prediction:
+        det = self.ood_detector  # ``pop`` is its score, ``None`` without one
         prob = float(self.probabilities(np.array([logit]))[0])
         out = Prediction(logit, prob, "PNEUMONIA" if logit >= self.bundle.threshold_logit else "NORMAL",
                          self.bundle.threshold, population_score=pop)
@@ -183,42 +306,17 @@ class Predictor:
             out.ood_score, out.reason = self.gate.check(pixels)
         elif self.checks:
             out.reason = geometry_reason(*pixels.shape)
-            if pop is not None:  # a bundle without a gate: the Mahalanobis score refuses, as before
+            if pop is not None and det is not None:  # a bundle without a gate: the Mahalanobis score refuses
                 out.ood_score = pop
-                if pop > self.ood_detector.threshold:
+                if pop > det.threshold:
                     out.reason = out.reason or "unlike the training X-rays (no chest-X-ray gate in this bundle)"
         if out.reason is not None:
             out.ood, out.decision = True, NOT_A_CXR
-        elif pop is not None:
-            out.population = "atypical" if pop > self.ood_detector.threshold else "typical"
+        elif pop is not None and det is not None:
+            out.population = "atypical" if pop > det.threshold else "typical"
         return out
 
-    def logits_for_paths(
-        self, paths: Sequence[str | Path], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
-        """Logits for image files (every file must be readable; errors propagate)."""
-        out = np.empty(len(paths), dtype=np.float32)
-        for start, batch in _batches(paths, batch_size, progress):
-            arr = np.stack([preprocess(read_image(p)[0], self.spec) for p in batch])
-            out[start : start + len(batch)] = self.logits(arr)
-        return out
-
-    def predict_paths(
-        self, paths: Sequence[str | Path], batch_size: int = 32, progress: bool = False
-    ) -> Iterable[tuple[str, Prediction | None, str | None]]:
-        """Yield ``(path, prediction, error)`` per file, in order; an unreadable file gives an error
-        message (and ``None``) instead of stopping the batch."""
-        for _, batch in _batches(list(paths), batch_size, progress):
-            good, pixels, errors = [], [], {}
-            for p in batch:
-                try:
-                    pixels.append(read_image(p)[0])
-                    good.append(str(p))
-                except PneumoError as exc:
-                    errors[str(p)] = str(exc)
-            preds = dict(zip(good, self.predict_batch(pixels), strict=True)) if pixels else {}
-            for p in batch:
-                yield str(p), preds.get(str(p)), errors.get(str(p))
+    # -- one-line shorthands over predict / logits_for (kept for existing callers) -----------
 
 
 def ort_session(path: Path, threads: int | None = None):
@@ -237,11 +335,23 @@ def ort_session(path: Path, threads: int | None = None):
         raise BundleError(f"{path}: not a usable ONNX model ({msg})") from exc
 
 
-def _batches(items: Sequence, size: int, progress: bool) -> Iterable[tuple[int, Sequence]]:
+def as_pixels(item: Item) -> np.ndarray:
+    """A path (read with :func:`read_image`) or a ``read_image``-style array → float32 ``H×W`` pixels."""
+    if isinstance(item, np.ndarray):
+        if item.ndim != 2:
+            raise ConfigError(f"pixel arrays must be 2-D grayscale H×W in [0, 1], got shape {item.shape}")
+        return item.astype(np.float32, copy=False)
+    if isinstance(item, str | Path):
+        return read_image(item)[0]
+    raise ConfigError(f"cannot predict a {type(item).__name__}: give a file path or a read_image array")
+
+
+def _batches(items: Sequence, size: int, progress: bool | str) -> Iterable[Sequence]:
     starts = range(0, len(items), size)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, total=len(starts), unit="batch", desc="predicting")
+        desc = progress if isinstance(progress, str) else "predicting"
+        starts = tqdm(starts, total=len(starts), unit="batch", desc=desc)
     for s in starts:
-        yield s, items[s : s + size]
+        yield items[s : s + size]

@@ -1,8 +1,8 @@
 """The one shape every pneumo network has: a spatial feature extractor, then a head to one logit.
 
 Keeping that split explicit gives every other piece what it needs without knowing the architecture:
-Grad-CAM hooks ``cam_layer`` (the last spatial feature map), the OOD detector reads ``embed``,
-and freezing for transfer learning acts on ``features``.
+Grad-CAM hooks ``cam_layer`` (the last spatial feature map), the predictor, the OOD detector and the
+ONNX export read ``logit_and_embedding``, and freezing for transfer learning acts on ``features``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class PneumoNet(nn.Module):
     Args:
         features: maps ``B×1×H×W`` to a spatial map ``B×C×h×w``.
         head: maps that map to ``B×1`` (or ``B``) logits. Its input to the last ``nn.Linear`` is the
-            embedding returned by :meth:`embed`.
+            embedding returned by :meth:`logit_and_embedding` (and :meth:`embed`).
         cam_layer: dotted name of the module whose output Grad-CAM should use; defaults to ``features``.
     """
 
@@ -30,21 +30,30 @@ class PneumoNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).reshape(x.shape[0])
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features ``B×D``: the head's input to its final linear layer.
+    def logit_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``B×1×H×W`` → (``B`` logits, ``B×D`` embeddings), the features run once.
 
-        The head runs up to (not including) its last ``nn.Linear``: for a global-pool head that is
-        the pooled map; for a dense head (Flatten → Linear → ReLU → ... → Linear) it is the last
-        hidden layer after its activation. A head without a Linear gives the globally pooled map.
+        The embedding is the head's input to its last ``nn.Linear``: the head runs up to (not
+        including) that layer, and the rest of the head gives the logit. For a global-pool head that
+        is the pooled map; for a dense head (Flatten → Linear → ReLU → ... → Linear) the last hidden
+        layer after its activation. A head without a Linear gives the globally pooled map. The one
+        definition of the embedding: :meth:`embed`, the predictor and the two-output ONNX export use it.
         """
         z = self.features(x)
         layers = list(self.head.children()) if isinstance(self.head, nn.Sequential) else [self.head]
         linears = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
         if not linears:
-            return z.mean(dim=(2, 3)) if z.ndim == 4 else z.flatten(1)
+            return self.head(z).reshape(x.shape[0]), (z.mean(dim=(2, 3)) if z.ndim == 4 else z.flatten(1))
         for m in layers[: linears[-1]]:
             z = m(z)
-        return z.flatten(1)
+        logit = z
+        for m in layers[linears[-1] :]:
+            logit = m(logit)
+        return logit.reshape(x.shape[0]), z.flatten(1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``B×D`` (see :meth:`logit_and_embedding`)."""
+        return self.logit_and_embedding(x)[1]
 
 
 class GlobalPoolHead(nn.Sequential):

@@ -6,8 +6,9 @@ linear layer over the *concatenated* pooled feature maps, with each member's wei
 
 - ``features``: every member's spatial map, resized to the first member's ``h×w`` if they differ,
   concatenated along channels (``B×ΣC×h×w``) — Grad-CAM on ``features`` explains the averaged logit;
-- ``head``: one ``GlobalPoolHead(ΣC)``; ``embed`` is the concatenated pooled features (``B×ΣC``), so
-  the OOD detector, ONNX export (logit + embedding) and the bundle format need nothing new.
+- ``head``: one ``GlobalPoolHead(ΣC)``; the embedding of ``PneumoNet.logit_and_embedding`` (and
+  ``embed``) is the concatenated pooled features (``B×ΣC``), so the predictor, the OOD detector, ONNX
+  export (logit + embedding) and the bundle format need nothing new.
 
 With ``mirror=True`` every member also sees the left-right mirrored image and its map is mirrored
 back before concatenation, so the logit is the mean over members *and* both orientations: the

@@ -40,7 +40,7 @@ def load_weights(model: PneumoNet, path: str | Path, *, arch_name: str, reset_he
     state, source = _read_state(path)
     target = model.state_dict()
     if _looks_native(state, target):
-        fmt, mapped, skipped = "pneumo", dict(state), []
+        fmt, mapped, skipped = "pneumo", dict(state), list[str]()
     elif arch_name in _RESNETS or arch_name == "densenet121":
         fmt = "torchvision-style"
         mapped, skipped = _from_torchvision(state, arch_name)

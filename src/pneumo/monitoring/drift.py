@@ -133,7 +133,8 @@ def group_stats(rows: list[dict], reference: dict | None, calib: tuple[float, fl
     has_population = any(r.get("population") is not None for r in rows)
     atypical = sum(1 for r in rows if r.get("population") == "atypical")
     with_population = sum(1 for r in rows if r.get("population") is not None)
-    latencies = [float(r["latency_ms"]) for r in rows if r.get("outcome") != "error" and r.get("latency_ms") is not None]
+    latencies = [float(r["latency_ms"]) for r in rows
+                 if r.get("outcome") != "error" and r.get("latency_ms") is not None]
     positives = sum(1 for r in rows if r.get("outcome") == "ok" and r.get("decision") == "PNEUMONIA")
     probs = _scores(rows, model_sha)
     out = {
@@ -159,8 +160,8 @@ def group_stats(rows: list[dict], reference: dict | None, calib: tuple[float, fl
         lo, hi = to_logits([0.0, 1.0], *calib)
         live = to_logits(probs, *calib)
         out["psi"] = round(psi(live, reference, lo, hi), 4)
-        out["ks"], p = ks(live, reference, lo, hi)
-        out["ks"], out["ks_p"] = round(out["ks"], 4), float(f"{p:.3g}")
+        ks_stat, p = ks(live, reference, lo, hi)
+        out["ks"], out["ks_p"] = round(ks_stat, 4), float(f"{p:.3g}")
         cdf = reference_cdf(to_logits(DISPLAY_EDGES, *calib), reference, lo, hi)
         cdf[0], cdf[-1] = 0.0, 1.0
         out["histogram"] = {
@@ -182,7 +183,8 @@ def alarms(stats: dict, bounds: Bounds, reference: dict | None) -> tuple[list[di
 
     if stats["requests"] >= bounds.min_requests:
         over("refusal_rate", bounds.refusal_max, "{v:.1%} of images were refused as not a chest X-ray (bound {b:.0%}).")
-        over("atypical_rate", bounds.atypical_max, "{v:.1%} of images are atypical for the training population (bound {b:.0%}).")
+        over("atypical_rate", bounds.atypical_max,
+             "{v:.1%} of images are atypical for the training population (bound {b:.0%}).")
         over("error_rate", bounds.error_max, "{v:.1%} of requests ended in an error (bound {b:.0%}).")
         over("latency_p95_ms", bounds.latency_p95_max_ms, "95th-percentile latency is {v:.0f} ms (bound {b:.0f} ms).")
     else:

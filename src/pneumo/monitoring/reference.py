@@ -61,12 +61,13 @@ def add_score_reference(bundle: str | Path, manifest: str | Path | None = None, 
 
     bundle = Path(bundle)
     meta = read_meta(bundle)
-    source = Path(manifest) if manifest else bundle / meta.get("training_data", {}).get("manifest", "training_manifest.csv")
+    default = meta.get("training_data", {}).get("manifest", "training_manifest.csv")
+    source = Path(manifest) if manifest else bundle / default
     samples = load_dataset(source).select(split)
     if not samples:
         raise ConfigError(f"{source}: no {split!r} rows to build a score reference from")
     predictor = Predictor(bundle, ood=False)
-    logits = predictor.logits_for_paths([s.path for s in samples], batch_size=64)
+    logits = predictor.logits_for([s.path for s in samples], batch_size=64)
     block = score_reference(logits, threshold_logit=float(meta["operating_point"]["logit"]), split=split)
     update_meta(bundle, **{KEY: block})
     return block

@@ -24,13 +24,15 @@ def format_summary(s: dict) -> str:
     ref_pos = f" (validation {_rate(ref['positive_rate'])})" if ref and ref.get("positive_rate") is not None else ""
     lines += [
         f"requests {o['requests']} ({o['images']} images) · errors {o['errors']} ({_rate(o['error_rate'])})",
-        f"refused {_rate(o['refusal_rate'])} · atypical {_rate(o['atypical_rate'])} · positive {_rate(o['positive_rate'])}{ref_pos}",
+        f"refused {_rate(o['refusal_rate'])} · atypical {_rate(o['atypical_rate'])} "
+        f"· positive {_rate(o['positive_rate'])}{ref_pos}",
         f"latency p50 {_num(o['latency_p50_ms'], 0)} ms · p95 {_num(o['latency_p95_ms'], 0)} ms",
         f"scores: {o['n_scored']} images · PSI {_num(o['psi'])} · KS {_num(o['ks'])}"
         + (f" (p {o['ks_p']:.3g})" if o["ks_p"] is not None else "")
         + (f" · reference {ref['n']} {ref['split']} images" if ref else " · no reference in the bundle"),
         "",
-        f"{s['bucket']:<10} {'requests':>8} {'refused':>8} {'positive':>8} {'errors':>6} {'p95 ms':>7} {'PSI':>6} {'KS':>5}  alarms",
+        f"{s['bucket']:<10} {'requests':>8} {'refused':>8} {'positive':>8} {'errors':>6} {'p95 ms':>7} "
+        f"{'PSI':>6} {'KS':>5}  alarms",
     ]
     for b in s["buckets"]:
         lines.append(

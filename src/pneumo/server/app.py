@@ -23,15 +23,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pneumo import __version__
 from pneumo.errors import PneumoError
 from pneumo.server.audit_store import AuditStore
+from pneumo.server.docs_page import ASSETS_URL, DOCS_CSP, DOCS_URL, OPENAPI_URL, SWAGGER_STATIC
 from pneumo.server.engine import Engine
 from pneumo.server.guard import BrowserGuard
 from pneumo.server.pages import router as pages_router
 from pneumo.server.routes import router
 from pneumo.server.settings import ServerSettings
 from pneumo.server.state import STATIC, Gate, RequestIdMiddleware, request_id
+from pneumo.version import __version__
 
 log = logging.getLogger("pneumo.server")
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large", 415: "wrong_content_type"}
@@ -107,8 +108,9 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
         title="pneumo",
         version=__version__,
         description="Pneumonia detection on pediatric chest X-rays. Decision support, not a diagnosis.",
-        docs_url=None,
+        docs_url=None,  # routes.py serves /docs: Swagger UI from local files (docs_page.py), not a CDN
         redoc_url=None,
+        openapi_url=OPENAPI_URL,
         redirect_slashes=False,  # a slash redirect would be an absolute URL built from the Host header
         lifespan=lifespan,
     )
@@ -118,12 +120,13 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
     app.state.audit = None
     app.state.unhandled_errors = 0
     app.state.started = time.monotonic()
-    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts, csp_for={DOCS_URL: DOCS_CSP})
     app.add_middleware(RequestIdMiddleware)  # outermost: the guard's refusals carry a request id too
     _install_handlers(app)
     app.include_router(router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(ASSETS_URL, StaticFiles(directory=SWAGGER_STATIC), name="static-docs")
     return app
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from pneumo.bundle import load_bundle
 from pneumo.data.imageio import ImageMeta, read_image
+from pneumo.data.preprocess import fit_long_side
 from pneumo.errors import ImageError
 from pneumo.explain import explain_decision, heatmap_rgba_png
 from pneumo.inference import ATYPICAL_WARNING, Prediction, Predictor
@@ -89,7 +90,7 @@ class Engine:
                 f"{self.settings.min_side} pixels a side (typically over 1000).",
                 code="image_too_small",
             )
-        pred = self.predictor.predict_pixels(pixels)
+        pred = self.predictor.predict([pixels])[0]
         flag, score = self._ood_of(pred, pixels)
         out = Analysis(meta, pred, flag, score)
         if flag is None:
@@ -107,6 +108,8 @@ class Engine:
         if heatmap and flag:
             out.warnings.append("No heatmap: the image was refused as not a chest X-ray.")
         elif heatmap:
+            if out.display_size is None:  # set just above whenever a heatmap is asked for
+                raise RuntimeError("no display size for the heatmap")
             out.heatmap_png, out.heatmap_info = self._heatmap(pixels, pred.decision, out.display_size)
         if not display:
             out.display_png = None
@@ -120,11 +123,10 @@ class Engine:
 
     def _display(self, pixels: np.ndarray) -> tuple[bytes, tuple[int, int]]:
         """8-bit greyscale PNG, long side ≤ ``display_max_side``: what the page shows (DICOM included)."""
-        h, w = pixels.shape
-        scale = min(1.0, self.settings.display_max_side / max(h, w))
+        nh, nw = fit_long_side(pixels.shape, self.settings.display_max_side)
         im = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-        if scale < 1.0:
-            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+        if (nh, nw) != pixels.shape:  # Lanczos on the 8-bit film: the sharpest downscale for reading
+            im = im.resize((nw, nh), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         im.save(buf, format="PNG", compress_level=1)  # speed over size: it travels once, on a LAN
         return buf.getvalue(), im.size

@@ -9,7 +9,8 @@
   are not browsers send neither header and are unaffected.
 - **Security headers** on every response: a CSP with no source outside the server (the page's own
   JS/CSS under ``/static``; base64 images), no framing (``X-Frame-Options`` + ``frame-ancestors``),
-  ``nosniff``, no referrer.
+  ``nosniff``, no referrer. A path may be given its own CSP (``csp_for``): ``/docs`` allows its one
+  inline script by hash (see :mod:`pneumo.server.docs_page`).
 - **No Host in redirects**: an absolute ``Location`` is cut to its path, so a forged ``Host`` is never
   echoed back as a link.
 
@@ -19,14 +20,12 @@ The refusals are JSON ``{error: {code, message}, request_id}`` like every other 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "font-src 'self'; manifest-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-# /docs is server-rendered HTML with one inline <style> block and no script at all.
-DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -58,11 +57,13 @@ def host_allowed(name: str, allowed: tuple[str, ...]) -> bool:
 
 
 class BrowserGuard:
-    """Trusted hosts, same-origin writes and security headers for every HTTP request."""
+    """Trusted hosts, same-origin writes and security headers for every HTTP request; ``csp_for`` maps
+    exact paths to the CSP they get instead of :data:`CSP`."""
 
-    def __init__(self, app, allowed_hosts: Iterable[str]):
+    def __init__(self, app, allowed_hosts: Iterable[str], csp_for: Mapping[str, str] | None = None):
         self.app = app
         self.allowed = normalise_hosts(allowed_hosts)
+        self.csp_for = dict(csp_for or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -76,7 +77,7 @@ class BrowserGuard:
         elif scope["method"] not in SAFE_METHODS and _cross_origin(headers, host):
             refusal = (403, "cross_origin", "Requests that change something are only accepted from this "
                        "server's own page, not from another web site.")
-        csp = DOCS_CSP if scope.get("path") == "/docs" else CSP
+        csp = self.csp_for.get(scope.get("path", ""), CSP)
 
         async def send_guarded(message):
             if message["type"] == "http.response.start":

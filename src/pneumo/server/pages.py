@@ -21,8 +21,8 @@ from pneumo.evaluation.card import render_card
 from pneumo.monitoring.drift import Bounds, summarise
 from pneumo.server.audit_store import parse_since
 from pneumo.server.report_pdf import build_report
-from pneumo.server.routes import ERRORS, UPLOAD_BODY, _engine, analyse_upload
-from pneumo.server.state import STATIC
+from pneumo.server.routes import ERRORS, UPLOAD_BODY, analyse_upload
+from pneumo.server.state import STATIC, AuditDep, EngineDep, GateDep, SettingsDep
 
 router = APIRouter()
 TEMPLATES = Environment(
@@ -38,8 +38,7 @@ async def favicon() -> FileResponse:
 
 
 @router.get("/model", include_in_schema=False)
-async def model_page(request: Request) -> HTMLResponse:
-    engine = _engine(request)
+async def model_page(engine: EngineDep) -> HTMLResponse:
     b = engine.bundle
     card_file = b.path / "MODEL_CARD.md"
     card = card_file.read_text(encoding="utf-8") if card_file.is_file() else render_card(b.meta)
@@ -56,19 +55,20 @@ async def monitor_page() -> FileResponse:
     return FileResponse(STATIC / "monitor.html", media_type="text/html")
 
 
-@router.get("/api/v1/monitor", summary="Drift monitoring over the audit log: volume, refusals, scores vs validation, alarms.",
+@router.get("/api/v1/monitor",
+            summary="Drift monitoring over the audit log: volume, refusals, scores vs validation, alarms.",
             responses={400: {"model": ERRORS[400]["model"]}})
 async def monitor(
-    request: Request,
+    engine: EngineDep,
+    audit: AuditDep,
     since: str | None = Query(None, description=f"First UTC date/time (default: {DEFAULT_WINDOW_DAYS} days ago)."),
     until: str | None = Query(None, description="Exclude rows from this UTC date/time on."),
     bucket: str = Query("day", pattern="^(day|week)$", description="Group the figures by day or ISO week."),
 ) -> dict:
-    engine = _engine(request)
     lo = parse_since(since) if since else parse_since(
         (dt.datetime.now(dt.UTC) - dt.timedelta(days=DEFAULT_WINDOW_DAYS)).isoformat())
     hi = parse_since(until) if until else None
-    rows = await run_in_threadpool(lambda: list(request.app.state.audit.rows(lo, hi)))
+    rows = await run_in_threadpool(lambda: list(audit.rows(lo, hi)))
     return summarise(rows, engine.bundle.meta, model_sha=engine.bundle.sha256, bucket=bucket,
                      bounds=Bounds.from_env(), since=lo, until=hi)
 
@@ -78,11 +78,18 @@ async def monitor(
              summary="A one-page PDF report for one chest X-ray (same form as /api/v1/predict).")
 async def report(
     request: Request,
+    engine: EngineDep,
+    gate: GateDep,
+    settings: SettingsDep,
+    audit: AuditDep,
     frame: int | None = Query(None, ge=0, description="Which frame of a multi-frame DICOM to read."),
 ) -> Response:
-    meta = request.app.state.engine.bundle.meta if request.app.state.engine is not None else {}
-    response, _, pdf = await analyse_upload(request, heatmap=True, display=True, frame=frame,
-                                            then=lambda resp, result: build_report(resp, result, meta))
+    meta = engine.bundle.meta
+    response, _, pdf = await analyse_upload(
+        request, engine, gate, settings, audit, heatmap=True, display=True, frame=frame,
+        then=lambda resp, result: build_report(resp, result, meta),
+    )
     rid = response.request_id
     name = f"pneumo-report-{rid[:12]}.pdf"
-    return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    disposition = f'attachment; filename="{name}"'
+    return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})

@@ -67,7 +67,8 @@ def _gate_lines(resp: PredictResponse) -> list[tuple[str, str]]:
     if not o.available:
         gate = "no out-of-distribution check in this model"
     else:
-        gate = f"{'refused: not like a chest X-ray' if o.flag else 'passed'} (score {o.score:.2f}, limit {o.threshold:.2f})"
+        verdict = "refused: not like a chest X-ray" if o.flag else "passed"
+        gate = f"{verdict} (score {o.score:.2f}, limit {o.threshold:.2f})"
     lines = [("Gate (is it a chest X-ray?)", gate)]
     population = getattr(resp, "population", None)
     value = getattr(population, "value", population)
@@ -170,7 +171,8 @@ def build_report(resp: PredictResponse, analysis: Analysis, meta: dict) -> bytes
     for key, value in _facts(resp):
         pdf.set_font("Helvetica", "B", 9)
         pdf.cell(48, 5, latin1(key))
-        pdf.set_font("Courier" if "sha256" in key or key == "Request id" else "Helvetica", size=8 if "sha256" in key else 9)
+        mono = "sha256" in key or key == "Request id"
+        pdf.set_font("Courier" if mono else "Helvetica", size=8 if "sha256" in key else 9)
         pdf.multi_cell(full - 48, 5, latin1(value), new_x="LMARGIN", new_y="NEXT")
     if resp.warnings:
         pdf.ln(1)

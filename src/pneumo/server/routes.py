@@ -1,4 +1,7 @@
-"""The HTTP surface: ``/`` (the page), ``/docs`` (offline API reference) and ``/api/v1/*``."""
+"""The HTTP surface: ``/`` (the page), ``/docs`` (Swagger UI, served from local files) and ``/api/v1/*``.
+
+Routes get the app's state (engine, audit log, settings, gate) through the dependency providers of
+:mod:`pneumo.server.state`, never from ``request.app.state`` directly."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
@@ -13,14 +17,16 @@ from starlette.concurrency import run_in_threadpool
 
 from pneumo.data.sniff import misleading_name
 from pneumo.errors import PneumoError
-from pneumo.server.audit_store import AuditRow
-from pneumo.server.docs_page import render_docs
+from pneumo.server.audit_store import AuditRow, AuditStore
+from pneumo.server.docs_page import DOCS_URL, swagger_page
 from pneumo.server.engine import OOD_MESSAGE, Analysis, Engine, b64
 from pneumo.server.schemas import (
     ErrorResponse,
     HealthResponse,
     Heatmap,
+    ImageFormat,
     ImageInfo,
+    Label,
     ModelInfo,
     ModelRef,
     OodResult,
@@ -28,11 +34,23 @@ from pneumo.server.schemas import (
     PopulationResult,
     PredictResponse,
 )
-from pneumo.server.state import STATIC, Busy, request_id
+from pneumo.server.settings import ServerSettings
+from pneumo.server.state import (
+    STATIC,
+    AuditDep,
+    Busy,
+    EngineDep,
+    Gate,
+    GateDep,
+    MaybeEngineDep,
+    SettingsDep,
+    StartedDep,
+    request_id,
+)
 from pneumo.server.upload import check_kind, read_upload
 
 router = APIRouter()
-ERRORS = {s: {"model": ErrorResponse} for s in (400, 413, 415, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 413, 415, 422, 503)}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -47,13 +65,6 @@ UPLOAD_BODY = {
         },
     }
 }
-
-
-def _engine(request: Request) -> Engine:
-    engine = request.app.state.engine
-    if engine is None:
-        raise Busy("The model is still loading; try again in a few seconds.")
-    return engine
 
 
 def _model_ref(engine: Engine) -> ModelRef:
@@ -77,19 +88,17 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
-@router.get("/docs", include_in_schema=False)
-async def docs(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_docs(request.app.openapi()))
+@router.get(DOCS_URL, include_in_schema=False)
+async def docs() -> HTMLResponse:
+    return swagger_page()
 
 
 @router.get("/api/v1/health", response_model=HealthResponse, summary="Is the server up and the model loaded?")
-async def health(request: Request) -> HealthResponse:
-    engine = request.app.state.engine
-    gate = request.app.state.gate
+async def health(engine: MaybeEngineDep, gate: GateDep, started: StartedDep) -> HealthResponse:
     return HealthResponse(
         status="ok" if engine is not None else "starting",
         model=_model_ref(engine) if engine is not None else None,
-        uptime_s=round(time.monotonic() - request.app.state.started, 3),
+        uptime_s=round(time.monotonic() - started, 3),
         in_flight=gate.active,
         queue_limit=gate.limit,
     )
@@ -97,9 +106,8 @@ async def health(request: Request) -> HealthResponse:
 
 @router.get("/api/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}},
             summary="The loaded model: identity, operating point, preprocessing, calibration, OOD check.")
-async def model_info(request: Request) -> ModelInfo:
-    engine = _engine(request)
-    meta, s = engine.bundle.meta, request.app.state.settings
+async def model_info(engine: EngineDep, s: SettingsDep) -> ModelInfo:
+    meta = engine.bundle.meta
     return ModelInfo(
         name=engine.bundle.name,
         version=engine.bundle.version,
@@ -124,30 +132,35 @@ async def model_info(request: Request) -> ModelInfo:
              summary="Probability of pneumonia for one chest X-ray (multipart field 'file').")
 async def predict(
     request: Request,
-    heatmap: bool = Query(False, description="Also return the decision's evidence heatmap (RGBA PNG, base64; see heatmap.shows)."),
+    engine: EngineDep,
+    gate: GateDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    heatmap: bool = Query(
+        False, description="Also return the decision's evidence heatmap (RGBA PNG, base64; see heatmap.shows)."),
     display: bool = Query(False, description="Also return a display PNG of the image (for DICOM)."),
     frame: int | None = Query(None, ge=0, description="Which frame of a multi-frame DICOM to read."),
 ) -> PredictResponse:
-    response, _, _ = await analyse_upload(request, heatmap=heatmap, display=display, frame=frame)
+    response, _, _ = await analyse_upload(request, engine, gate, settings, audit,
+                                          heatmap=heatmap, display=display, frame=frame)
     return response
 
 
-async def analyse_upload(request: Request, *, heatmap: bool, display: bool, frame: int | None,
+async def analyse_upload(request: Request, engine: Engine, gate: Gate, s: ServerSettings, audit: AuditStore,
+                         *, heatmap: bool, display: bool, frame: int | None,
                          then: Callable[[PredictResponse, Analysis], object] | None = None):
     """The one path of an uploaded film, for every endpoint that analyses one (predict, report):
     read the body under its timeouts → check its kind → take a place in the queue (only now that the
     body is here: a client stalling mid-upload holds none) → analyse in the engine's pool → ``then``
     (e.g. render the PDF) in the pool too → one audit row, whatever happens. Returns
-    ``(response, analysis, then's result)``."""
+    ``(response, analysis, then's result)``. The caller's dependencies have already answered 503
+    while the model is loading."""
     rid, t0 = request_id(request), time.perf_counter()
-    gate, engine = request.app.state.gate, request.app.state.engine
     row = AuditRow(request_id=rid, outcome="error")
-    if engine is not None:
-        ref = _model_ref(engine)
-        row.model_name, row.model_version, row.model_sha256 = ref.name, ref.version, ref.sha256
-    entered, s = False, request.app.state.settings
+    ref = _model_ref(engine)
+    row.model_name, row.model_version, row.model_sha256 = ref.name, ref.version, ref.sha256
+    entered = False
     try:
-        engine = _engine(request)
         data, ctype, filename = await read_upload(request, s.max_upload_bytes, s.body_timeout_s, s.body_deadline_s)
         row.image_sha256 = hashlib.sha256(data).hexdigest()
         name_warning = misleading_name(check_kind(data, ctype, filename), filename)
@@ -163,15 +176,15 @@ async def analyse_upload(request: Request, *, heatmap: bool, display: bool, fram
         response = _response(engine, result, rid, t0)
         extra = None if then is None else await loop.run_in_executor(engine.executor, lambda: then(response, result))
         _fill_row(row, response)
-        await _audit(request, row, t0)
+        await _audit(audit, row, t0)
         return response, result, extra
     except PneumoError as exc:
         row.error_code = exc.code
-        await _audit(request, row, t0)
+        await _audit(audit, row, t0)
         raise
     except Exception:
         row.error_code = "internal_error"
-        await _audit(request, row, t0)
+        await _audit(audit, row, t0)
         raise
     finally:
         if entered:
@@ -184,7 +197,7 @@ def _response(engine: Engine, r: Analysis, rid: str, t0: float) -> PredictRespon
     dw, dh = r.display_size or (None, None)
     return PredictResponse(
         request_id=rid,
-        label="not_a_chest_xray" if refused else pred.decision,
+        label="not_a_chest_xray" if refused else cast(Label, pred.decision),  # the predictor's PNEUMONIA/NORMAL
         probability=None if refused else round(pred.probability, 6),
         threshold=round(pred.threshold, 6),
         operating_point=_operating_point(engine),
@@ -192,14 +205,25 @@ def _response(engine: Engine, r: Analysis, rid: str, t0: float) -> PredictRespon
                       threshold=engine.ood_threshold),
         population=_population(engine, pred),
         model=_model_ref(engine),
-        image=ImageInfo(width=r.meta.width, height=r.meta.height, format=r.meta.format, sha256=r.meta.sha256,
-                        display_png=b64(r.display_png), display_width=dw if r.display_png else None,
-                        display_height=dh if r.display_png else None),
-        heatmap=Heatmap(**r.heatmap_info, png=b64(r.heatmap_png)) if r.heatmap_png else None,
+        image=ImageInfo(width=r.meta.width, height=r.meta.height, format=cast(ImageFormat, r.meta.format),
+                        sha256=r.meta.sha256, display_png=b64(r.display_png),
+                        display_width=dw if r.display_png else None, display_height=dh if r.display_png else None),
+        heatmap=_heatmap(r),
         warnings=r.warnings,
         message=(OOD_MESSAGE + (f" ({pred.reason})" if pred.reason else "")) if refused else None,
         latency_ms=round((time.perf_counter() - t0) * 1000, 2),
     )
+
+
+
+def _heatmap(r: Analysis) -> Heatmap | None:
+    """The engine sets the heatmap's PNG and its description together."""
+    if not r.heatmap_png:
+        return None
+    png = b64(r.heatmap_png)
+    if r.heatmap_info is None or png is None:
+        raise RuntimeError("the analysis has a heatmap PNG but no heatmap description")
+    return Heatmap(**r.heatmap_info, png=png)
 
 
 def _fill_row(row: AuditRow, resp: PredictResponse) -> None:
@@ -218,7 +242,7 @@ def _population(engine: Engine, pred) -> PopulationResult:
                             threshold=det.threshold if det is not None else None)
 
 
-async def _audit(request: Request, row: AuditRow, t0: float) -> None:
+async def _audit(audit: AuditStore, row: AuditRow, t0: float) -> None:
     row.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
-    await run_in_threadpool(request.app.state.audit.record, row)
+    await run_in_threadpool(audit.record, row)
 

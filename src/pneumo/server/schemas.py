@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+Label = Literal["PNEUMONIA", "NORMAL", "not_a_chest_xray"]
+ImageFormat = Literal["JPEG", "PNG", "DICOM"]
 NOTICE = "Decision support, not a diagnosis. A clinician must review every image."
 
 
@@ -44,7 +46,7 @@ class PopulationResult(BaseModel):
 class ImageInfo(BaseModel):
     width: int
     height: int
-    format: Literal["JPEG", "PNG", "DICOM"]
+    format: ImageFormat
     sha256: str = Field(description="SHA-256 of the uploaded bytes (the audit log's key).")
     display_png: str | None = Field(
         None, description="Base64 PNG of the image as the model read it, downscaled (only with ?display=true)."
@@ -71,7 +73,7 @@ class OperatingPoint(BaseModel):
 
 class PredictResponse(BaseModel):
     request_id: str
-    label: Literal["PNEUMONIA", "NORMAL", "not_a_chest_xray"]
+    label: Label
     probability: float | None = Field(description="Calibrated probability of pneumonia; null when refused.")
     threshold: float = Field(description="Probability at the model's operating point; label = probability ≥ it.")
     operating_point: OperatingPoint

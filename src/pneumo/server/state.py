@@ -1,15 +1,26 @@
-"""What the app and its routers share: the static folder, admission control (``Gate``, ``Busy``) and
-request ids. Its own module so that routers import it and ``app`` imports the routers, one way."""
+"""What the app and its routers share: the static folder, admission control (``Gate``, ``Busy``),
+request ids, and the dependency providers through which routes get the app's state (``EngineDep``,
+``AuditDep``, ``SettingsDep``, ``GateDep``, ...) instead of reading ``request.app.state`` themselves.
+Its own module so that routers import it and ``app`` imports the routers, one way.
+
+``create_app`` sets ``app.state.settings`` and ``.gate`` when the app is built, and ``.engine`` and
+``.audit`` in the lifespan, once the bundle and the audit database are open. Until then a route that
+needs either answers 503 ``busy`` ("still loading", with ``Retry-After``), as it always has.
+"""
 
 from __future__ import annotations
 
 import threading
 import uuid
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from pneumo.errors import PneumoError
+from pneumo.server.audit_store import AuditStore
+from pneumo.server.engine import Engine
+from pneumo.server.settings import ServerSettings
 
 STATIC = Path(__file__).with_name("static")
 
@@ -66,3 +77,50 @@ def request_id(request: Request) -> str:
     if rid is None:
         rid = request.state.request_id = uuid.uuid4().hex
     return rid
+
+
+LOADING = "The model is still loading; try again in a few seconds."
+
+
+# -- dependency providers (``async``: they only read attributes, so FastAPI runs them on the event
+#    loop instead of sending each one to its thread pool) ----------------------------------------------
+async def get_engine(request: Request) -> Engine:
+    """The loaded model's engine; 503 ``busy`` while the bundle is still loading."""
+    engine = request.app.state.engine
+    if engine is None:
+        raise Busy(LOADING)
+    return engine
+
+
+async def get_engine_or_none(request: Request) -> Engine | None:
+    """The engine, or ``None`` while loading (for ``/api/v1/health``, which reports ``starting``)."""
+    return request.app.state.engine
+
+
+async def get_audit(request: Request) -> AuditStore:
+    """The audit log; it opens together with the engine, so 503 ``busy`` before that as well."""
+    audit = request.app.state.audit
+    if audit is None:
+        raise Busy(LOADING)
+    return audit
+
+
+async def get_settings(request: Request) -> ServerSettings:
+    return request.app.state.settings
+
+
+async def get_gate(request: Request) -> Gate:
+    return request.app.state.gate
+
+
+async def get_started(request: Request) -> float:
+    """``time.monotonic()`` when the model finished loading (when the app was built, before that)."""
+    return request.app.state.started
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+MaybeEngineDep = Annotated[Engine | None, Depends(get_engine_or_none)]
+AuditDep = Annotated[AuditStore, Depends(get_audit)]
+SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+GateDep = Annotated[Gate, Depends(get_gate)]
+StartedDep = Annotated[float, Depends(get_started)]

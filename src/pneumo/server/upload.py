@@ -9,7 +9,7 @@ from its name or declared type, by the same :func:`pneumo.data.sniff.sniff` as t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -50,7 +50,7 @@ def _stalled(idle_s: float, deadline_s: float, whole: bool) -> UploadError:
 
 
 async def _limited(stream: AsyncIterator[bytes], limit: int, idle_s: float = 15.0,
-                   deadline_s: float = 120.0) -> AsyncIterator[bytes]:
+                   deadline_s: float = 120.0) -> AsyncGenerator[bytes, None]:
     """The body, refused beyond ``limit`` bytes, after ``idle_s`` without data or ``deadline_s`` in all,
     and when the client goes away (ClientDisconnect → ``client_disconnected``, not an internal error)."""
     seen, end = 0, asyncio.get_running_loop().time() + deadline_s

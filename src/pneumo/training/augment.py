@@ -33,6 +33,12 @@ class AugmentSpec:
     sharpened (unsharp mask, amount ~ U(0, ``sharpen``)), each half the time when both are on; and,
     independently with the same probability, resampled down to a factor ~ U(``downscale``, 1) of its
     side and back up (one factor per batch). 0 switches each off.
+    ``match_blur_prob``/``match_blur_sigma`` blur NORMAL (label 0) images only, before everything
+    else, with σ ~ U(0, ``match_blur_sigma``): the shared training copies of NORMAL films are sharper
+    than the PNEUMONIA ones (Laplacian energy alone separates them at AUROC 0.87, 0.65 after the
+    class-blind jitter above), and the NORMAL films a model over-calls are the soft ones from small
+    originals. Blurring only NORMALs makes softness stop predicting PNEUMONIA instead of adding
+    noise to a cue that still points one way.
     """
 
     enabled: bool = True
@@ -50,6 +56,8 @@ class AugmentSpec:
     sharpen: float = 0.0
     downscale: float = 0.0
     degrade_prob: float = 0.5
+    match_blur_prob: float = 0.0
+    match_blur_sigma: float = 1.5
 
     @classmethod
     def from_config(cls, cfg) -> AugmentSpec:
@@ -82,11 +90,19 @@ def affine_matrices(n: int, spec: AugmentSpec, gen: torch.Generator | None = Non
     return torch.cat([lin, shift[:, :, None]], dim=2)
 
 
-def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None) -> torch.Tensor:
-    """``B×1×S×S`` float in ``[0, 1]`` → augmented batch, same shape, values in ``[0, 1]``."""
+def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator | None = None,
+                  y: torch.Tensor | None = None) -> torch.Tensor:
+    """``B×1×S×S`` float in ``[0, 1]`` → augmented batch, same shape, values in ``[0, 1]``.
+
+    ``y`` (the labels) is needed only by the class-conditional ``match_blur_prob``.
+    """
     if not spec.enabled or x.shape[0] == 0:
         return x
     n = x.shape[0]
+    if spec.match_blur_prob and spec.match_blur_sigma and y is not None:
+        hit = (y.view(-1) < 0.5) & (torch.rand(n, generator=gen) < spec.match_blur_prob)
+        if bool(hit.any()):
+            x = gaussian_blur(x, torch.where(hit, torch.rand(n, generator=gen) * spec.match_blur_sigma, torch.zeros(n)))
     if spec.rotate_deg or spec.translate or spec.scale or spec.shear or spec.hflip or spec.aspect:
         theta = affine_matrices(n, spec, gen).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -13,8 +13,9 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pneumo.bundle import atomic_write_bytes, atomic_write_json
 from pneumo.data import PreprocessSpec, Sample, read_image
-from pneumo.data.preprocess import EQ_BINS, resize_image
+from pneumo.data.preprocess import EQ_BINS, ResizeRule, resize_image
 
 SERIAL_BELOW = 256  # fewer images than this: a process pool costs more than it saves
 
@@ -39,7 +40,7 @@ def cache_key(samples: Sequence[Sample], spec: PreprocessSpec) -> str:
 def _decode(args: tuple[str, int, str]) -> tuple[np.ndarray, str]:
     path, size, rule = args
     pixels, meta = read_image(path)
-    resized = resize_image(pixels, size, rule)
+    resized = resize_image(pixels, size, cast(ResizeRule, rule))
     return np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8), meta.sha256
 
 
@@ -51,6 +52,7 @@ def decode_all(
     out = np.empty((len(jobs), spec.size, spec.size), dtype=np.uint8)
     shas: list[str] = []
     bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress, mininterval=2.0)
+    results: Iterator[tuple[np.ndarray, str]]
     if workers <= 1 or len(jobs) < SERIAL_BELOW:
         results = map(_decode, jobs)
         pool = None
@@ -96,6 +98,7 @@ def load_or_decode(
         arr, shas = decode_all(samples, spec, workers, progress)
         if cache_dir is not None:
             _write_cache(arr, shas, arr_path, sha_path)
+    assert shas is not None  # read with the cached array or decoded with it
     return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(1), list(shas)
 
 

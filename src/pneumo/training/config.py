@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pneumo.bundle import atomic_write_bytes
 from pneumo.errors import ConfigError
 
 DEFAULTS: dict = {
@@ -24,6 +26,8 @@ DEFAULTS: dict = {
                        "equalise": False},
         "val_fraction": 0.15,
         "sampler": "none",
+        "sampler_power": 1.0,
+        "sampler_cap": 8.0,
         "cache_dir": ".cache/pneumo",
         "cache_file": True,
         "decode_workers": 2,
@@ -45,6 +49,8 @@ DEFAULTS: dict = {
         "sharpen": 0.0,
         "downscale": 0.0,
         "degrade_prob": 0.5,
+        "match_blur_prob": 0.0,
+        "match_blur_sigma": 1.5,
         "mixup_alpha": 0.0,
     },
     "loss": {"class_weighting": "balanced", "label_smoothing": 0.0, "consistency": 0.0},
@@ -79,7 +85,7 @@ DEFAULTS: dict = {
 }
 
 CHOICES = {
-    "data.sampler": ("none", "balanced"),
+    "data.sampler": ("none", "balanced", "acquisition"),
     "data.preprocess.resize": ("stretch", "letterbox", "center_crop"),
     "data.preprocess.normalise": ("unit", "zscore"),
     "loss.class_weighting": ("balanced", "none"),
@@ -96,6 +102,8 @@ RANGES = {
     "data.val_fraction": (0.0, 0.9, False, True),
     "data.decode_workers": (0, 64, True, False),
     "data.limit": (2, None, True, False),
+    "data.sampler_power": (0.0, 4.0, False, False),
+    "data.sampler_cap": (1.0, 1000.0, False, False),
     "augment.rotate_deg": (0.0, 180.0, False, False),
     "augment.translate": (0.0, 0.5, False, False),
     "augment.scale": (0.0, 0.9, False, False),
@@ -109,6 +117,8 @@ RANGES = {
     "augment.sharpen": (0.0, 5.0, False, False),
     "augment.downscale": (0.0, 1.0, False, False),
     "augment.degrade_prob": (0.0, 1.0, False, False),
+    "augment.match_blur_prob": (0.0, 1.0, False, False),
+    "augment.match_blur_sigma": (0.0, 5.0, False, False),
     "loss.label_smoothing": (0.0, 0.5, False, False),
     "loss.consistency": (0.0, 100.0, False, False),
     "optim.lr": (0.0, 10.0, False, True),
@@ -133,22 +143,22 @@ RANGES = {
     "train.ema_decay": (0.0, 1.0, False, False),
     "threshold.target_sensitivity": (0.0, 1.0, False, True),
 }
-BOOLS = ("data.cache_file", "data.preprocess.equalise", "augment.enabled", "augment.hflip", "train.swa", "train.deterministic", "train.log_indices",
-         "train.channels_last")
+BOOLS = ("data.cache_file", "data.preprocess.equalise", "augment.enabled", "augment.hflip", "train.swa",
+         "train.deterministic", "train.log_indices", "train.channels_last")
 
 
 def load_config(
     source: str | Path | dict | DictConfig | None = None, overrides: Sequence[str] = ()
 ) -> DictConfig:
     """Defaults ← YAML file or mapping ← ``key=value`` overrides; validated, read-only result."""
-    cfg = OmegaConf.create(DEFAULTS)
+    cfg: DictConfig = OmegaConf.create(DEFAULTS)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_struct(cfg.model.kwargs, False)  # free-form: passed to build_model
     try:
         if source is not None:
-            cfg = OmegaConf.merge(cfg, _read_source(source))
+            cfg = cast(DictConfig, OmegaConf.merge(cfg, _read_source(source)))
         if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(_check_overrides(overrides)))
+            cfg = cast(DictConfig, OmegaConf.merge(cfg, OmegaConf.from_dotlist(_check_overrides(overrides))))
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(exc, source)) from exc
@@ -236,11 +246,13 @@ def _check_range(key: str, value, lo, hi, integer: bool, open_lo: bool) -> None:
         raise ConfigError(f"{key} must be {kind} {span}, got {value!r}")
 
 
-def to_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
+def to_container(cfg: DictConfig | ListConfig) -> dict:
+    """A mapping config as a plain dict (a recipe or config file whose top level is a list is refused)."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(out, dict):
+        raise ConfigError(f"expected a mapping, got a {type(out).__name__}")
+    return out
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:
-    from pneumo.bundle import atomic_write_bytes
-
     atomic_write_bytes(path, OmegaConf.to_yaml(cfg).encode())

@@ -30,7 +30,8 @@ def predict_logits(model: PneumoNet, x_uint8: torch.Tensor, spec: PreprocessSpec
     """``N×1×S×S`` uint8 cached pixels → ``N`` logits, in eval mode."""
     was_training = model.training
     model.eval()
-    out = [model(normalise_batch(x_uint8[i : i + batch_size], spec)).float() for i in range(0, len(x_uint8), batch_size)]
+    out = [model(normalise_batch(x_uint8[i : i + batch_size], spec)).float()
+           for i in range(0, len(x_uint8), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
@@ -63,6 +64,8 @@ def build_bundle(
     metrics = {"split": f"validation carved from train by patient ({split_method})",
                **metrics_at(val_y, val_logits, op["logit"])}
     if official_x is not None and len(official_x):
+        if official_y is None:
+            raise ValueError("build_bundle: official_x was given without official_y")
         off = metrics_at(official_y, predict_logits(model, official_x, spec, eval_bs), op["logit"])
         off["note"] = "official Kermany val folder; reported once, never used for selection"
         metrics["official_val"] = off

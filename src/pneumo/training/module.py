@@ -93,12 +93,12 @@ class PneumoModule(L.LightningModule):
         if self.index_log_dir:
             self._log_indices(idx)
         clean = x.float().div_(255.0)
-        x = augment_batch(clean, self.aug)
+        x = augment_batch(clean, self.aug, y=y)
         x, target = mixup(x, y, float(self.cfg["augment"]["mixup_alpha"]))
         smoothing = float(self.cfg["loss"]["label_smoothing"])
         weight = float(self.cfg["loss"].get("consistency", 0.0))
         if weight > 0:  # a second, independently augmented view of the same images (no mixup)
-            both = self.model(self._input(torch.cat([x, augment_batch(clean, self.aug)])))
+            both = self.model(self._input(torch.cat([x, augment_batch(clean, self.aug, y=y)])))
             logits, other = both[: len(y)], both[len(y) :]
             loss = 0.5 * (self._loss(logits, target, smoothing) + self._loss(other, y, smoothing))
             loss = loss + weight * bernoulli_js(logits, other)
@@ -134,7 +134,7 @@ class PneumoModule(L.LightningModule):
             m.reset()
 
     def _log_indices(self, idx: torch.Tensor) -> None:
-        path = Path(self.index_log_dir) / f"indices_rank{self.global_rank}.txt"
+        path = Path(str(self.index_log_dir)) / f"indices_rank{self.global_rank}.txt"
         with path.open("a") as fh:
             fh.write(f"{self.current_epoch} " + " ".join(str(int(i)) for i in idx) + "\n")
 

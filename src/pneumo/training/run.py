@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from pneumo.bundle import sha256_file
+from pneumo.bundle import read_meta, sha256_file
 from pneumo.data import PreprocessSpec, Sample, load_dataset, resolve_data
 from pneumo.errors import ConfigError
 from pneumo.models import build_model
@@ -163,7 +163,8 @@ def train(
     pos_weight = (len(ty) - n_pos) / max(n_pos, 1) if cfg.loss.class_weighting == "balanced" else 1.0
     module = PneumoModule(_build_model(cfg), to_container(cfg), pos_weight,
                           index_log_dir=str(run_dir) if cfg.train.log_indices else None)
-    dm = XrayDataModule(tx, ty, vx, vy, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.data.sampler, cfg.seed)
+    dm = XrayDataModule(tx, ty, vx, vy, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.data.sampler, cfg.seed,
+                        cfg.data.sampler_power, cfg.data.sampler_cap)
     trainer = _trainer(cfg, run_dir, callbacks, max(1, len(ty) // cfg.train.batch_size))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
@@ -211,8 +212,6 @@ def _finish(trainer, module, cfg, run_dir: Path, t0: float, split_method: str, d
 
 def summary(bundle_dir: Path) -> dict:
     """The figures a person wants after a run (read back from the bundle)."""
-    from pneumo.bundle import read_meta
-
     meta = read_meta(bundle_dir)
     vm, tr = meta["validation_metrics"], meta.get("training", {})
     at = vm.get("at_operating_point", {})

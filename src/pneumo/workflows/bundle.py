@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,16 +35,17 @@ from omegaconf import OmegaConf
 from pneumo.bundle import load_bundle, read_meta, update_meta
 from pneumo.data import load_dataset
 from pneumo.data.manifest import write_manifest
-from pneumo.errors import ConfigError
+from pneumo.errors import ConfigError, TooFewImages
 from pneumo.evaluation.calibration import calibrate_bundle
 from pneumo.evaluation.card import write_card
 from pneumo.evaluation.runner import evaluate_bundle
 from pneumo.inference.export import export_bundle
 from pneumo.inference.gate import copy_gate, fit_gate
-from pneumo.inference.ood import fit_ood
+from pneumo.inference.ood_fit import fit_ood
 from pneumo.monitoring import add_score_reference
 from pneumo.training.config import load_config, to_container
 from pneumo.training.run import train
+from pneumo.training.rundir import global_rank
 from pneumo.workflows.ensemble import MANIFEST, combine_members
 
 RECIPE_KEYS = {"name", "members", "mirror", "threshold", "calibration", "int8", "gate"}
@@ -109,6 +111,21 @@ def train_member(config: Path, run_dir: Path, data: str | Path | None, overrides
     return bundle
 
 
+def train_bundle(config: str | Path | None, data: str | Path | None = None, out: str | Path | None = None,
+                 resume: str | Path | None = None, *, overrides: Sequence[str] = (), finish: bool = True,
+                 external: str | Path | None = None, progress: bool = True) -> Path:
+    """One training config (or a run to resume) → a finished bundle in ``OUT/bundle``: what
+    ``pneumo train`` and ``pneumo.train(config)`` make, with the same gate, calibration, ONNX,
+    validation report and card as a recipe's bundle. ``finish=False`` stops after the weights (for
+    experiments scored by other means). Under DDP only rank 0 finishes; every rank returns the path.
+    """
+    bundle = train(config, data=data, out=out, resume=resume, overrides=overrides, progress=progress)
+    if finish and global_rank() == 0:
+        eval_dir = finish_bundle(bundle, bundle.parent, external=external)
+        write_card(bundle, eval_dir)
+    return bundle
+
+
 def make_bundle(recipe: str | Path, out: str | Path, *, data: str | Path | None = None,
                 runs: str | Path | None = None, overrides: Sequence[str] = (), evaluate: bool = True,
                 external: str | Path | None = None) -> Path:
@@ -151,7 +168,13 @@ def finish_bundle(bundle: Path, runs: Path, *, calibration: dict | None = None, 
     if gate_from is not None:
         copy_gate(gate_from, bundle)
     else:
-        fit_gate(bundle, data=bundle / MANIFEST, external=external)
+        try:
+            fit_gate(bundle, data=bundle / MANIFEST, external=external)
+        except TooFewImages as exc:  # a small dataset still gets a calibrated, exported, evaluated model
+            warnings.warn(f"no chest-X-ray gate in {bundle}: {exc}. Add one with `pneumo gate copy "
+                          f"OTHER_BUNDLE {bundle}` (e.g. the shipped models/default) or `pneumo gate fit {bundle} "
+                          "--data LARGER_DATASET`; until then only the geometry and population checks screen "
+                          "inputs.", stacklevel=2)
     calibrate_bundle(bundle, val_s, split="val", method=calibration["method"], prevalence=calibration["prevalence"])
     try:
         export_bundle(bundle, data=bundle / MANIFEST, int8=int8)

@@ -41,6 +41,7 @@ from pneumo.errors import ConfigError, DatasetError
 from pneumo.evaluation.metrics import metrics_with_ci
 from pneumo.inference import Predictor
 from pneumo.training.config import load_config
+from pneumo.training.datamodule import limit_samples
 from pneumo.training.run import train
 from pneumo.workflows.bundle import is_recipe, load_recipe, train_member
 from pneumo.workflows.ensemble import combine_members
@@ -73,7 +74,7 @@ def score_fold(bundle_dir: Path, manifest: Path, progress: bool = False) -> dict
     """Held-out labels, logits, groups and the fold's operating threshold (a logit)."""
     held = load_dataset(manifest).select(HOLDOUT)
     bundle = load_bundle(bundle_dir)
-    logits = Predictor(bundle, backend="torch").logits_for_paths([s.path for s in held], progress=progress)
+    logits = Predictor(bundle, backend="torch").logits_for([s.path for s in held], progress=progress)
     return {"y": np.array([s.label for s in held]), "logit": logits.astype(np.float64),
             "group": [_source_group(s) for s in held], "path": [str(s.path) for s in held],
             "threshold_logit": float(bundle.threshold_logit),
@@ -109,8 +110,6 @@ def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *
     if not pool_samples:
         raise DatasetError(f"{index.root}: no training images to cross-validate on")
     if cfg.data.limit:
-        from pneumo.training.datamodule import limit_samples
-
         pool_samples = limit_samples(pool_samples, int(cfg.data.limit), cfg.seed)
     extra = [replace(s, split="val_official") for s in index.select("val")] if index.source == "folders" else []
     manifests = fold_manifests(pool_samples, k, float(cfg.data.val_fraction), int(cfg.seed), out, extra)
@@ -123,7 +122,8 @@ def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *
         bundle = run_dir / "bundle"
         if not (bundle / "pneumo.json").is_file():
             if run_dir.exists():
-                raise ConfigError(f"{run_dir} holds an unfinished fold: remove it or resume it with pneumo train --resume")
+                raise ConfigError(f"{run_dir} holds an unfinished fold: remove it or resume it with "
+                                  "pneumo train --resume")
             train(config, data=manifest, out=run_dir, overrides=[*overrides, "data.limit=null"], progress=progress)
         folds.append(score_fold(bundle, manifest))
     return _report(folds, out, k, n_boot, int(cfg.seed), cfg)

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from pneumo.bundle import load_bundle, save_bundle, update_meta
 from pneumo.data import load_dataset, preprocess, read_image
 from pneumo.data.manifest import write_manifest
-from pneumo.decision import choose, shift_robust_threshold
+from pneumo.decision import binary_metrics_at, choose, shift_robust_threshold
 from pneumo.errors import ConfigError, PneumoError
 from pneumo.evaluation.shifts import SHIFTS, shifted_logits
 from pneumo.inference.predictor import Predictor
@@ -78,5 +79,27 @@ def combine_members(
         table[SHIFT_RULE] = dict(op)
     metrics = {"split": "validation carved from train by patient (the members' shared split), serving path",
                **metrics_at(y, logits, op["logit"])}
-    update_meta(out, operating_point=op, thresholds=table, validation_metrics=metrics)
+    extra = {"shift_suite": shift_table(y, by_shift, op["logit"])} if rule == SHIFT_RULE else {}
+    update_meta(out, operating_point=op, thresholds=table, validation_metrics=metrics, **extra)
     return out
+
+
+def shift_table(y: np.ndarray, by_shift: dict[str, np.ndarray], logit: float) -> dict:
+    """Per shift of the suite: AUROC, and sensitivity / specificity at the operating point (the card's
+    table); plus how often a left-right mirrored film keeps its decision."""
+    rows = {}
+    for name, v in by_shift.items():
+        m = binary_metrics_at(y, np.asarray(v) >= logit)
+        rows[name] = {"auroc": float(roc_auc_score(y, v)), "sensitivity": m["sensitivity"],
+                      "specificity": m["specificity"]}
+    shifted = [r for k, r in rows.items() if k != "none"]
+    mirror = "mirror (left-right)"
+    return {
+        "split": "validation carved from train by patient", "n_images": int(len(y)), "shifts": rows,
+        "mean_sensitivity": float(np.mean([r["sensitivity"] for r in shifted])),
+        "worst_sensitivity": float(min(r["sensitivity"] for r in shifted)),
+        "mean_specificity": float(np.mean([r["specificity"] for r in shifted])),
+        "worst_specificity": float(min(r["specificity"] for r in shifted)),
+        "mirror_agreement": float(np.mean((by_shift["none"] >= logit) == (by_shift[mirror] >= logit)))
+        if mirror in by_shift else None,
+    }
