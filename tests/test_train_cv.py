@@ -143,3 +143,20 @@ def test_aspect_jitter_changes_the_axes_independently():
     assert (sx / sy).log().abs().max() <= 0.3 + 1e-5 and (sx / sy).log().std() > 0.05
     assert torch.equal(affine_matrices(4, AugmentSpec(rotate_deg=0, translate=0, scale=0, shear=0))[:, :, :2],
                        torch.eye(2).repeat(4, 1, 1))
+
+
+@pytest.mark.slow
+def test_recipe_cv_thresholds_each_fold_by_the_recipes_rule(train_manifest, tmp_path):
+    from pneumo.workflows.cv import cross_validate
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: tiny-recipe\nmembers:\n  - {{name: a, config: {TINY}}}\nmirror: true\n"
+                      "threshold: {rule: sensitivity_under_shift, target_sensitivity: 0.9}\n")
+    report = cross_validate(recipe, data=train_manifest, out=tmp_path / "cv", k=2, progress=False,
+                            overrides=["train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}"], n_boot=50)
+    assert report["recipe_rule"] == "sensitivity_under_shift"  # the recipe's, not its member config's
+    for f in report["folds"]:
+        meta = json.loads((tmp_path / "cv" / f"fold{f['fold']}" / "bundle" / "pneumo.json").read_text())
+        assert meta["operating_point"]["rule"] == "sensitivity_under_shift"
+        assert meta["architecture"]["kwargs"]["mirror"] is True
+        assert f["threshold_logit"] == pytest.approx(meta["operating_point"]["logit"])

@@ -126,7 +126,8 @@ def cross_validate(config, data=None, out: str | Path = "runs/cv", k: int = 5, *
                                   "pneumo train --resume")
             train(config, data=manifest, out=run_dir, overrides=[*overrides, "data.limit=null"], progress=progress)
         folds.append(score_fold(bundle, manifest))
-    return _report(folds, out, k, n_boot, int(cfg.seed), cfg)
+    rule = recipe["threshold"]["rule"] if recipe is not None else cfg.threshold.rule
+    return _report(folds, out, k, n_boot, int(cfg.seed), cfg, rule)
 
 
 def _recipe_fold(recipe: dict, manifest: Path, overrides: Sequence[str]) -> Path:
@@ -138,7 +139,7 @@ def _recipe_fold(recipe: dict, manifest: Path, overrides: Sequence[str]) -> Path
                            target_sensitivity=float(recipe["threshold"]["target_sensitivity"]), name=fold.name)
 
 
-def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg) -> dict:
+def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg, rule: str) -> dict:
     per_fold = []
     for i, f in enumerate(folds):
         per_fold.append({"fold": i, "n_images": int(len(f["y"])), "n_pneumonia": int(f["y"].sum()),
@@ -149,7 +150,7 @@ def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg) -
     pooled.pop("brier", None)  # sigmoid of a threshold-centred logit is not a probability
     spread = {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
               for m in SUMMARY_METRICS if (v := [r[m]["value"] for r in per_fold if r[m]["value"] is not None])}
-    report = {"k": k, "config": cfg.name, "recipe_rule": cfg.threshold.rule,
+    report = {"k": k, "config": cfg.name, "recipe_rule": rule,
               "threshold_note": "each fold's threshold chosen by the recipe's rule on an inner patient-grouped "
                                 "val carved from that fold's training portion; held-out fold unseen until scored",
               "folds": per_fold, "pooled": pooled, "across_folds": spread}
