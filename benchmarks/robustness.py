@@ -28,6 +28,7 @@ from pneumo.decision import shift_robust_threshold
 from pneumo.evaluation.metrics import point_metrics
 from pneumo.evaluation.shifts import shifted_logits
 from pneumo.inference import Predictor
+from pneumo.workflows.ensemble import shift_table
 
 
 def _quartile_groups(samples, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,34 +61,23 @@ def score(bundle: str | Path, manifest: Path, split: str = "val") -> dict:
     raw = [read_image(s.path)[0] for s in samples]
     thr = predictor.bundle.threshold_logit
     logits = shifted_logits(predictor.logits, raw, lambda a: preprocess(a, predictor.spec))
-    rows = {}
-    for name, logit in logits.items():
-        m = point_metrics(y, logit, predictor.probabilities(logit), thr)
-        rows[name] = {
-            **{k: m[k] for k in ("auroc", "sensitivity", "specificity")},
-            "normal_logit_median": float(np.median(logit[y == 0])),
-            "pneumonia_logit_median": float(np.median(logit[y == 1])),
-        }
-    shifted = [r for k, r in rows.items() if k != "none"]
-    summary = {
-        "mean_auroc": float(np.mean([r["auroc"] for r in shifted])),
-        "mean_sensitivity": float(np.mean([r["sensitivity"] for r in shifted])),
-        "mean_specificity": float(np.mean([r["specificity"] for r in shifted])),
-        "worst_specificity": float(min(r["specificity"] for r in shifted)),
-        "worst_sensitivity": float(min(r["sensitivity"] for r in shifted)),
-    }
+    table = shift_table(y, logits, thr)  # the figures the bundle's card shows, for any bundle
+    rows = {name: {**r, "normal_logit_median": float(np.median(logits[name][y == 0])),
+                   "pneumonia_logit_median": float(np.median(logits[name][y == 1]))}
+            for name, r in table["shifts"].items()}
+    summary = {"mean_auroc": float(np.mean([r["auroc"] for k, r in rows.items() if k != "none"])),
+               **{k: table[k] for k in ("mean_sensitivity", "mean_specificity", "worst_specificity",
+                                        "worst_sensitivity", "mirror_agreement")}}
     clean = logits["none"]
-    summary["mirror_agreement"] = float(np.mean((clean >= thr) == (logits["mirror (left-right)"] >= thr)))
     groups = {}
     for name, idx in _quartile_groups(samples, y).items():
         ok = (clean[idx] >= thr) == (y[idx] == 1)
         groups[name] = {"n": int(len(idx)), "correct": float(np.mean(ok))}
     summary["cue_conflict"] = groups
     robust = shift_robust_threshold(y, logits, 0.97)
-    at = [point_metrics(y, v, predictor.probabilities(v), robust["logit"]) for k, v in logits.items() if k != "none"]
-    summary["shift_robust_threshold"] = {**robust, "mean_specificity": float(np.mean([m["specificity"] for m in at])),
-                                         "worst_specificity": float(min(m["specificity"] for m in at)),
-                                         "worst_sensitivity": float(min(m["sensitivity"] for m in at))}
+    at = shift_table(y, logits, robust["logit"])
+    summary["shift_robust_threshold"] = {**robust, **{k: at[k] for k in ("mean_specificity", "worst_specificity",
+                                                                         "worst_sensitivity")}}
     return {"bundle": str(bundle), "threshold_logit": thr, "n": len(samples), "shifts": rows, "summary": summary,
             "labels": y.tolist(), "logits": {k: [round(float(x), 5) for x in v] for k, v in logits.items()}}
 

@@ -316,8 +316,6 @@ class Predictor:
             out.population = "atypical" if pop > det.threshold else "typical"
         return out
 
-    # -- one-line shorthands over predict / logits_for (kept for existing callers) -----------
-
 
 def ort_session(path: Path, threads: int | None = None):
     """A CPU ONNX Runtime session, quiet, with ``threads`` intra-op threads when given."""
