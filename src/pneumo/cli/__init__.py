@@ -1,5 +1,9 @@
 """``pneumo``: one command, one sub-command per verb. Each verb lives in its own module and is
-imported only when called, so ``pneumo --help`` answers without loading PyTorch."""
+imported only when called, so ``pneumo --help`` answers without loading PyTorch.
+
+The verbs' own imports of the library sit inside their function bodies on purpose: ``pneumo VERB
+--help`` and a mistyped option are answered by click before PyTorch, MONAI, Lightning or ONNX Runtime
+load (seconds on a cold start), and the torch-free verbs (``pneumo audit monitor``) never load them."""
 
 from __future__ import annotations
 

@@ -17,10 +17,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imagehash
 import numpy as np
+from PIL import Image
 
 from pneumo.data.dataset import load_dataset
 from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, _split_order
+from pneumo.data.imageio import read_image
 from pneumo.errors import PneumoError
 
 HIST_BINS = 64
@@ -50,11 +53,6 @@ class AuditResult:
 
 def file_stats(task: tuple[str, bool]) -> dict:
     """Decode one file once → its hashes, geometry and histogram (runs in a worker process)."""
-    import imagehash
-    from PIL import Image
-
-    from pneumo.data.imageio import read_image
-
     path, want_thumb = task
     try:
         pixels, meta = read_image(path)

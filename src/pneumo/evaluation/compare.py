@@ -27,6 +27,7 @@ from pneumo.evaluation.metrics import METRIC_LABELS, METRICS, point_metrics
 from pneumo.evaluation.plots import roc_png
 from pneumo.evaluation.report import b64, fmt
 from pneumo.evaluation.runner import bundle_summary, predict_samples
+from pneumo.inference import Predictor
 from pneumo.templates import render
 from pneumo.version import __version__
 
@@ -34,8 +35,6 @@ PAIRED_METRICS = ("sensitivity", "specificity", "accuracy")
 
 
 def _predict_all(bundles, samples, progress):
-    from pneumo.inference import Predictor
-
     preds, ok_all, unreadable = [], np.ones(len(samples), dtype=bool), {}
     for b in bundles:
         p = Predictor(b)

@@ -24,11 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pneumo.bundle import Bundle, load_bundle
+from pneumo.data.dataset import load_dataset
 from pneumo.data.imageio import read_image
+from pneumo.data.locate import resolve_data
 from pneumo.data.preprocess import preprocess
+from pneumo.errors import PneumoError
+from pneumo.inference.export import INT8_FILE, ONNX_FILE, export_onnx_file, static_quantise
 from pneumo.inference.predictor import Predictor
+from pneumo.models.flops import count_flops
 
 
 def measure_peak_flops(threads: int, sizes: tuple[int, ...] = (256, 512, 1024), repeats: int = 10) -> float:
@@ -82,8 +88,6 @@ def throughput(predictor: Predictor, batch: np.ndarray, repeats: int) -> float:
 
 def _ensure_onnx(bundle: Bundle, tmp: Path, calib: np.ndarray) -> tuple[Path, Path]:
     """The bundle's ONNX files, or speed-only copies made in ``tmp``."""
-    from pneumo.inference.export import INT8_FILE, ONNX_FILE, export_onnx_file, static_quantise
-
     fp32, int8 = bundle.path / ONNX_FILE, bundle.path / INT8_FILE
     if not fp32.exists():
         fp32 = tmp / ONNX_FILE
@@ -96,12 +100,6 @@ def _ensure_onnx(bundle: Bundle, tmp: Path, calib: np.ndarray) -> tuple[Path, Pa
 
 def sample_jpeg(tmp: Path, data: str | Path | None = None) -> Path:
     """A real X-ray JPEG from the dataset when one can be found, else a synthetic 1024² JPEG."""
-    from PIL import Image
-
-    from pneumo.data.dataset import load_dataset
-    from pneumo.data.locate import resolve_data
-    from pneumo.errors import PneumoError
-
     try:
         index = load_dataset(resolve_data(data))
         jpegs = [s.path for s in index.select("val") or index.samples if s.path.suffix.lower() in (".jpeg", ".jpg")]
@@ -125,8 +123,6 @@ def bench_bundle(
     peak: float | None = None,
 ) -> dict:
     """Latency/throughput/FLOPs for torch, ONNX fp32 and ONNX int8 on one bundle (see module doc)."""
-    from pneumo.models.flops import count_flops
-
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     threads = threads or torch.get_num_threads()
     peak = peak or measure_peak_flops(threads)
