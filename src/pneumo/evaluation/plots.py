@@ -2,6 +2,13 @@
 
 Each function takes ``y`` (``N`` labels, 1 = PNEUMONIA) and scores, and returns the PNG bytes so the
 same figure can be written to disk and inlined into the HTML report.
+
+scikit-learn computes every curve (``roc_curve``, ``precision_recall_curve``, ``calibration_curve``) and
+draws the confusion matrix (``ConfusionMatrixDisplay``); the ROC, PR and reliability axes are drawn here
+rather than by ``RocCurveDisplay`` / ``PrecisionRecallDisplay`` / ``CalibrationDisplay`` because every
+one of them carries what those do not: the saved operating point as a marker, several models on one ROC,
+the prevalence line, the count histogram under the reliability curve, and axis names a clinician reads
+(sensitivity, 1 − specificity, PPV).
 """
 
 from __future__ import annotations

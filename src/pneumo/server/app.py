@@ -63,7 +63,8 @@ def _install_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()))
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        if request.url.path == "/api/v1/predict" and getattr(app.state, "audit", None) is not None:  # every predict request is audited, even these
+        if request.url.path == "/api/v1/predict" and getattr(app.state, "audit", None) is not None:
+            # every predict request is audited, even these
             row = AuditRow(request_id=request_id(request), outcome="error", error_code="invalid_request")
             await run_in_threadpool(app.state.audit.record, row)
         return JSONResponse(error_body(request, "invalid_request", "; ".join(parts) or "invalid request"), 422)

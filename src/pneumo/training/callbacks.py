@@ -38,6 +38,12 @@ class MetricsCSV(L.Callback):
     """Append one row per validated epoch to ``metrics.csv`` (rank 0; rewritten atomically).
 
     On resume the rows already there are kept; an epoch that is run again replaces its row.
+
+    Not Lightning's ``CSVLogger`` (checked against Lightning 2.6): its writer deletes an existing
+    ``metrics.csv`` whenever its folder is not empty, which on a resumed run is always, so the epochs
+    before a crash would be lost; and it writes a row per logging call (step rows, train-end and val-end
+    rows apart) where the learning curves, the run summary and the user want one row per epoch.
+    TensorBoard event files (``tb/``) come from Lightning's own logger.
     """
 
     def __init__(self, path: Path):
