@@ -68,8 +68,8 @@ def test_heatmaps_do_not_leak(server, films):
     """RSS over 180 heatmaps after a warm-up stays within 40 MB of the warm-up's peak (the old code grew
     ~2.3 MB per request, ~400 MB here).
 
-    After warm-up RSS swings between two levels ~50 MB apart (ONNX Runtime's and the allocator's batch
-    buffers come and go), so the baseline is the peak over 60 sampled warm-up requests, not one reading
+    After warm-up RSS swings between two levels ~50 MB apart (transient buffers; the cause was not
+    traced), so the baseline is the peak over 60 sampled warm-up requests, not one reading
     that may land in a trough (CI once read 824 MB there and 872-879 MB after).
     """
     def rss_over(n: int, every: int) -> list[float]:
@@ -80,7 +80,7 @@ def test_heatmaps_do_not_leak(server, films):
                 seen.append(round(_rss_mb(server.proc.pid), 1))
         return seen
 
-    rss_over(30, 30)
+    rss_over(30, 30)  # warm-up, readings discarded
     warm = rss_over(60, 5)
     later = rss_over(180, 10)
     growth = max(later) - max(warm)
