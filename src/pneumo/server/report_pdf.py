@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from pneumo.explain.render import CMAP
-from pneumo.server.engine import Analysis
+from pneumo.server.engine import Rendered
 from pneumo.server.schemas import NOTICE, PredictResponse
 
 LEGEND_TAIL = (
@@ -114,7 +114,7 @@ def _place(pdf: FPDF, img: Image.Image, x: float, y: float, w: float, h_max: flo
     return ih
 
 
-def build_report(resp: PredictResponse, analysis: Analysis, meta: dict) -> bytes:
+def build_report(resp: PredictResponse, analysis: Rendered, meta: dict) -> bytes:
     """The PDF bytes for one answered request (``analysis`` holds its display and heatmap PNGs)."""
     pdf = _Report(format="A4", unit="mm")
     pdf.set_auto_page_break(False)
