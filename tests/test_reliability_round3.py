@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from bomb_support import rgba_png, rle_dicom
-from pneumo.data import dicom_display, read_image
+from pneumo.data import dicom_display, imageio, read_image
 from pneumo.data.imageio import STRIP_ROWS, _strip_to_unit_gray, _to_unit_gray
 from pneumo.errors import ImageError
 
@@ -78,7 +78,7 @@ def test_largest_rgba_png_allowed_reads_within_bound():
 def _gallery() -> list[Image.Image]:
     """One image per Pillow mode a PNG/JPEG can decode to, taller than a strip, with odd values."""
     rng = np.random.default_rng(0)
-    h, w = STRIP_ROWS * 2 + 37, 61
+    h, w = 100, 61
     rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
     pal = Image.fromarray(rgba[..., 0]).convert("P")
     pal.info["transparency"] = 7
@@ -94,8 +94,10 @@ def _gallery() -> list[Image.Image]:
 
 
 @pytest.mark.parametrize("im", _gallery(), ids=lambda im: im.mode)
-def test_strip_conversion_equals_whole_image_conversion(im):
+def test_strip_conversion_equals_whole_image_conversion(im, monkeypatch):
     """The strips are a memory measure only: every value equals converting the whole image at once."""
+    monkeypatch.setattr(imageio, "STRIP_ROWS", 16)
+    monkeypatch.setattr(imageio, "STRIP_PIXELS", 16 * 32)  # 100 rows of 61: 7 strips
     arr = np.asarray(im, dtype=np.float32) if im.mode in ("I", "F") else None
     peak = None if arr is None else float(np.nanmax(arr))
     np.testing.assert_array_equal(_to_unit_gray(im), _strip_to_unit_gray(im, peak))

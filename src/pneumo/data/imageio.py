@@ -146,8 +146,9 @@ def read_image(
     pixels = np.asarray(pixels, dtype=np.float32)
     if not pixels.flags.writeable:
         pixels = pixels.copy()
-    np.nan_to_num(pixels, copy=False, nan=0.0, posinf=1.0, neginf=0.0)  # in place: a 50 MP image is 200 MB a copy
-    np.clip(pixels, 0.0, 1.0, out=pixels)
+    if fmt == "DICOM" or fmt_mode in ("I", "F"):  # integer rasters ÷ their maximum are finite and in [0, 1]
+        np.nan_to_num(pixels, copy=False, nan=0.0, posinf=1.0, neginf=0.0)  # in place: 50 MP is 200 MB a copy
+        np.clip(pixels, 0.0, 1.0, out=pixels)
     h, w = pixels.shape
     w, h = size or (w, h)
     meta = ImageMeta(source, fmt, w, h, fmt_mode, bits, digest, len(data))
@@ -225,7 +226,8 @@ def _bit_depth(mode: str) -> int:
     return {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}.get(mode, 8)
 
 
-STRIP_ROWS = 256  # rows converted at a time: the work copies of a strip, not of the whole image
+STRIP_ROWS = 256  # rows converted at a time in a wide image: the work copies of a strip, not of the image
+STRIP_PIXELS = STRIP_ROWS * 4096  # a narrower image takes more rows a strip; a small one is one strip, uncopied
 
 
 def _to_unit_gray(im: Image.Image) -> np.ndarray:
@@ -236,17 +238,23 @@ def _to_unit_gray(im: Image.Image) -> np.ndarray:
     raster). Each strip goes through :func:`_strip_to_unit_gray`, a per-pixel rule, so the values are
     those of converting the whole image at once."""
     w, h = im.size
+    rows = max(STRIP_ROWS, STRIP_PIXELS // max(w, 1))
+    strips = [(y, min(h, y + rows)) for y in range(0, h, rows)]
     peak = None
     if im.mode in ("I", "F"):  # the scale depends on the whole image's brightest pixel
         with warnings.catch_warnings():  # an all-NaN float image: its peak is NaN, as before
             warnings.simplefilter("ignore", RuntimeWarning)
-            peak = float(np.nanmax([np.nanmax(np.asarray(im.crop((0, y, w, min(h, y + STRIP_ROWS))), np.float32))
-                                    for y in range(0, h, STRIP_ROWS)]))
+            peak = float(np.nanmax([np.nanmax(np.asarray(_rows(im, y0, y1), np.float32)) for y0, y1 in strips]))
+    if len(strips) == 1:
+        return np.asarray(_strip_to_unit_gray(im, peak), dtype=np.float32)
     out = np.empty((h, w), dtype=np.float32)
-    for y in range(0, h, STRIP_ROWS):
-        y1 = min(h, y + STRIP_ROWS)
-        out[y:y1] = _strip_to_unit_gray(im.crop((0, y, w, y1)), peak)
+    for y0, y1 in strips:
+        out[y0:y1] = _strip_to_unit_gray(_rows(im, y0, y1), peak)
     return out
+
+
+def _rows(im: Image.Image, y0: int, y1: int) -> Image.Image:
+    return im if (y0, y1) == (0, im.size[1]) else im.crop((0, y0, im.size[0], y1))
 
 
 def _strip_to_unit_gray(im: Image.Image, peak: float | None) -> np.ndarray:
