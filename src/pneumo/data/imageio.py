@@ -202,7 +202,7 @@ def _read_raster(data: bytes, kind: str, source: str, max_pixels: int, frame: in
             code="truncated",
         ) from exc
     with contextlib.suppress(Exception):  # a broken EXIF block: keep the pixels as stored, don't refuse
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # not a copy of every upright film's raster
     upright = full if im.size == drafted else (full[1], full[0])  # EXIF turned it a quarter
     return _to_unit_gray(im), mode, _bit_depth(mode), upright
 
