@@ -77,7 +77,8 @@ def _details(meta: dict, n_params: str) -> list[str]:
     arch = meta.get("architecture", {})
     return [
         "## Model details",
-        f"- Name: `{meta.get('name', NR)}`; pneumo version {meta.get('pneumo_version', NR)}; "
+        f"- Name: `{meta.get('name', NR)}`; model version {meta.get('model_version', NR)} "
+        f"(written by pneumo {meta.get('pneumo_version', NR)}); "
         f"created {meta.get('created', NR)}",
         f"- Architecture: `{arch.get('name', NR)}` with {json.dumps(arch.get('kwargs', {}))}; {n_params} parameters",
         f"- Input: one grey channel, preprocessing {json.dumps(meta.get('preprocess', {}))}",
