@@ -22,6 +22,7 @@ from pneumo.data import load_dataset, resolve_data
 from pneumo.errors import ConfigError
 from pneumo.inference import Predictor, default_bundle_path
 from pneumo.inference.predictor import OnError, as_pixels
+from pneumo.paths import output_dir
 
 Input = str | Path | np.ndarray
 
@@ -105,5 +106,5 @@ def evaluate(bundle: str | Path, data: str | Path | None = None, split: str = "t
     b = load_bundle(bundle)
     path = resolve_data(data)
     samples = select_split(load_dataset(path), split)
-    out = Path(out) if out else Path("reports") / f"{b.name}-{split}"
+    out = Path(out) if out else output_dir("reports", f"{b.name}-{split}")
     return evaluate_bundle(b, samples, out, split=None if split == "all" else split, data_path=path)
