@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,28 @@ def run_safely(fn: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
+
+
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """pneumo's own warnings as one line (no source line quoted); other libraries' are dropped."""
+    if str(Path(filename).resolve()).startswith(PACKAGE_DIR):
+        click.echo(f"warning: {message}", err=True)
+
+
+def quiet_training_output() -> None:
+    """A training run's stderr holds progress and pneumo's own messages only: Lightning's INFO lines
+    (hardware summary, the litlogger advert, "`Trainer.fit` stopped") are dropped, and so are other
+    libraries' warnings (deprecations in Lightning/torch internals a user cannot act on), unless
+    ``-W``/``$PYTHONWARNINGS`` asks for warnings; pneumo's own warnings print as one line."""
+    import lightning  # noqa: F401  (its import sets the level we override)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not sys.warnoptions:
+        warnings.showwarning = _show_warning
 
 
 data_option = click.option(
