@@ -72,7 +72,9 @@ def onnx_file_options(fn: Callable) -> Callable:
     """``--int8`` / ``--onnx-file``: which of the bundle's ONNX models answers (predict, serve)."""
     fn = click.option("--onnx-file", default=None, metavar="NAME|PATH",
                       help="ONNX model to run: a file in the bundle (model.int8.onnx) or an absolute path.")(fn)
-    return click.option("--int8", is_flag=True, help="Run the bundle's int8 model (model.int8.onnx).")(fn)
+    return click.option("--int8", is_flag=True,
+                        help="Run the bundle's int8 model (model.int8.onnx). Smaller, not faster for the shipped "
+                             "model on the CPUs measured; `pneumo bench` says whether it pays on yours.")(fn)
 
 
 def choose_onnx(backend: str, int8: bool, onnx_file: str | None) -> tuple[str, str | None]:
