@@ -63,7 +63,8 @@ data_option = click.option(
     "data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Dataset folder or CSV manifest (default: $PNEUMO_DATA, ./data/chest_xray, ../shared/data/chest_xray).",
+    help="Dataset folder or CSV manifest (default: $PNEUMO_DATA, ./data/chest_xray, ../shared/data/chest_xray, "
+         "tried from here and from the pneumo checkout).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 

@@ -98,9 +98,11 @@ def _operating_point(meta: dict) -> list[str]:
         if k in op:
             lines.append(f"- {k.replace('_', ' ')} when chosen: {fmt(float(op[k]))}")
     if op.get("rule") == "sensitivity_under_shift":
-        lines.append(f"- Chosen so that sensitivity, pooled over the validation images under {op.get('n_shifts')} "
-                     f"acquisition shifts (framing, aspect, margins, rotation, markers, sharpness, source "
-                     f"resolution, exposure, JPEG, noise; `pneumo.evaluation.shifts`), is ≥ {fmt(op.get('target'))}: "
+        n = op.get("n_shifts")  # counts the unshifted films too ("none")
+        lines.append(f"- Chosen so that sensitivity, pooled over the validation images as they are and "
+                     f"{n - 1 if isinstance(n, int) else n} shifted copies of them ({n} conditions; framing, "
+                     "aspect, margins, rotation, markers, sharpness, source resolution, exposure, JPEG, noise: "
+                     f"`pneumo.evaluation.shifts`), is ≥ {fmt(op.get('target'))}: "
                      f"pooled sensitivity {fmt(op.get('pooled_sensitivity'))}, "
                      f"specificity {fmt(op.get('pooled_specificity'))}")
     return lines
