@@ -150,3 +150,14 @@ def test_train_stderr_holds_progress_and_pneumos_messages_only(dataset, tmp_path
     warnings_ = [ln for ln in lines if ln.startswith("warning:")]
     assert all("\n" not in w for w in warnings_)
     assert "bundle:" in run.stdout
+
+
+def test_data_is_found_from_any_folder_of_the_checkout(tmp_path, monkeypatch):
+    from pneumo.data import resolve_data
+
+    beside = (REPO / ".." / "shared" / "data" / "chest_xray").resolve()
+    if not beside.is_dir():
+        pytest.skip("the dataset is not beside this checkout (../shared/data/chest_xray)")
+    monkeypatch.delenv("PNEUMO_DATA", raising=False)
+    monkeypatch.setenv("PNEUMO_HOME", str(tmp_path / "home"))
+    assert resolve_data(None, cwd=tmp_path) == beside  # a folder with no data of its own
