@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -36,26 +37,39 @@ def run_safely(fn: Callable) -> Callable:
     return wrapper
 
 
-PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """pneumo's own warnings as one line (no source line quoted); other libraries' are dropped."""
-    if str(Path(filename).resolve()).startswith(PACKAGE_DIR):
-        click.echo(f"warning: {message}", err=True)
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """pneumo's own warnings as one line: no file path, no quoted source line."""
+    return f"warning: {message}\n"
 
 
-def quiet_training_output() -> None:
-    """A training run's stderr holds progress and pneumo's own messages only: Lightning's INFO lines
+@contextlib.contextmanager
+def quiet_training_output() -> Iterator[None]:
+    """While training, stderr holds progress and pneumo's own messages only: Lightning's INFO lines
     (hardware summary, the litlogger advert, "`Trainer.fit` stopped") are dropped, and so are other
-    libraries' warnings (deprecations in Lightning/torch internals a user cannot act on), unless
-    ``-W``/``$PYTHONWARNINGS`` asks for warnings; pneumo's own warnings print as one line."""
-    import lightning  # noqa: F401  (its import sets the level we override)
+    libraries' warnings (deprecations inside Lightning/torch a user cannot act on), unless
+    ``-W``/``$PYTHONWARNINGS`` asks for warnings; pneumo's own warnings print as one line. Everything
+    is restored on exit (the CLI also runs in-process, e.g. under tests)."""
+    import lightning  # noqa: F401  (its import sets the logger levels overridden here)
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if not sys.warnoptions:
-        warnings.showwarning = _show_warning
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    fmt = warnings.formatwarning
+    with warnings.catch_warnings():
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        if not sys.warnoptions:
+            warnings.filterwarnings("ignore")
+            warnings.filterwarnings("default", module=r"pneumo(\.|$)")  # checked first: pneumo's own
+            warnings.formatwarning = _format_warning
+        try:
+            yield
+        finally:
+            warnings.formatwarning = fmt
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 data_option = click.option(
