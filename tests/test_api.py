@@ -77,7 +77,9 @@ def test_import_pneumo_does_not_load_torch():
 def test_explain_gives_the_decisions_evidence_at_the_films_geometry():
     model = pneumo.load()
     pixels = read_image(FILM)[0]
-    ev = model.explain(FILM)
+    a = model.explain(FILM)
+    assert a.accepted
+    ev = a.evidence
     assert ev.heatmap.shape == pixels.shape
     assert float(ev.heatmap.min()) >= 0.0 and float(ev.heatmap.max()) <= 1.0 and float(ev.heatmap.max()) > 0
     assert ev.target == ("pneumonia" if model.predict(FILM).decision == "PNEUMONIA" else "normal")

@@ -32,8 +32,8 @@ def test_predict_folder_csv_and_json(tiny_bundle, mixed_folder, tmp_path):
     res = CliRunner().invoke(main, ["predict", str(tiny_bundle), str(mixed_folder), "--out", str(out)])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 3 and list(rows[0]) == ["path", "probability", "decision", "threshold", "ood", "ood_score",
-                                                  "population", "population_score", "error"]
+    assert len(rows) == 3 and list(rows[0]) == ["path", "status", "probability", "decision", "threshold", "reason",
+                                                  "ood", "ood_score", "population", "population_score", "error"]
     by_name = {Path(r["path"]).name: r for r in rows}
     good = by_name["good.jpeg"]
     p = Predictor(tiny_bundle, backend="torch").predict([mixed_folder / "good.jpeg"])[0]

@@ -4,9 +4,9 @@
     model = pneumo.load()                       # the shipped model (or a bundle folder)
     print(model.predict("film.jpeg").probability)
 
-``predict`` takes a path, a ``read_image``-style array (float H×W in [0, 1]) or a list of either, and
-answers one :class:`~pneumo.inference.Prediction` per image, each through ``read_image`` →
-``preprocess`` → model → gate — exactly what ``pneumo predict`` and the server do.
+``predict`` takes a path, a folder, bytes, a PIL image, a ``read_image``-style array (float H×W in
+[0, 1]) or a list of these, and answers one :class:`~pneumo.analysis.Analysis` per image from the
+analysis service — exactly what ``pneumo predict``, the web app and the DICOM node answer.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from pneumo.analysis import Analyser
 from pneumo.bundle import load_bundle
 from pneumo.data import load_dataset, resolve_data
+from pneumo.data.sniff import ACCEPTED, sniff
 from pneumo.errors import ConfigError
+from pneumo.explain import DEFAULT_METHOD
 from pneumo.inference import Predictor, default_bundle_path
-from pneumo.inference.predictor import OnError, as_pixels
+from pneumo.inference.predictor import OnError
 from pneumo.paths import output_dir
 
 Input = str | Path | np.ndarray
@@ -33,6 +36,7 @@ class Model:
     def __init__(self, bundle: str | Path | None = None, backend: str = "auto"):
         self.predictor = Predictor(Path(bundle) if bundle is not None else default_bundle_path(), backend=backend)
         self.bundle = self.predictor.bundle
+        self.analyser = Analyser(self.predictor)
 
     @property
     def name(self) -> str:
@@ -57,27 +61,55 @@ class Model:
 
     def predict(self, images: Input | Sequence[Input], *, on_error: OnError = "raise",
                 batch_size: int = 32) -> Any:
-        """One image → a :class:`Prediction`; a list → a list, in batches (:meth:`Predictor.predict`).
+        """One image → an :class:`~pneumo.analysis.Analysis`; a list (or a folder) → a list, in batches.
 
-        For an unreadable file ``on_error="raise"`` raises its :class:`~pneumo.errors.PneumoError`,
-        ``"skip"`` leaves it out, and ``"record"`` answers an :class:`~pneumo.inference.predictor.Outcome`
-        per input, in order (``.prediction``, or ``.error`` for the file that could not be read).
+        The same answer as ``pneumo predict``, the web app and the DICOM node (one service,
+        :mod:`pneumo.analysis`): ``.status`` (``decided``, ``flagged``, ``refused``), ``.headline``
+        and ``.reason`` for a flagged or refused film, ``.probability`` (``None`` when refused),
+        ``.decision``, ``.prediction`` (the model's raw answer).
+
+        Inputs: a path, a folder (its JPEG/PNG/DICOM files, sorted), the file's ``bytes``, a PIL
+        image, or a 2-D array — float in [0, 1] or ``uint8`` (÷ 255); NaN/inf pixels, other ranges
+        and other integer types are refused with a message saying what was expected.
+        For an unreadable input ``on_error="raise"`` raises its :class:`~pneumo.errors.PneumoError`,
+        ``"skip"`` leaves it out, and ``"record"`` answers an analysis with ``status="error"``.
         """
-        single = isinstance(images, str | Path | np.ndarray)
-        out = self.predictor.predict(images, on_error=on_error, batch_size=batch_size)
+        single = not isinstance(images, list | tuple) and not (isinstance(images, str | Path)
+                                                              and Path(images).is_dir())
+        items: list = [images] if single else _expand(images)
+        out = self.analyser.analyse_many(items, on_error=on_error, batch_size=batch_size)
         return out[0] if single and out else out
 
     def explain(self, image: Input, method: str | None = None):
-        """The evidence for this image's decision (an :class:`~pneumo.explain.Evidence`: ``.heatmap`` H×W in
-        [0, 1] at the original geometry, ``.method``, ``.target``, ``.shows``) — what the page and report show."""
-        from pneumo.explain import DEFAULT_METHOD, explain_decision  # lazy: the explainers pull in MONAI
-
-        pixels = as_pixels(image)
-        decision = self.predictor.predict([pixels])[0].decision
-        return explain_decision(self.bundle, pixels, decision, method or DEFAULT_METHOD)
+        """The image's :class:`~pneumo.analysis.Analysis` with its evidence: ``.evidence`` (an
+        :class:`~pneumo.explain.Evidence`: ``.heatmap`` H×W in [0, 1] at the original geometry,
+        ``.method``, ``.target``, ``.shows``) for an accepted film — what the page and report show —
+        and ``None`` for a refused one (no heatmap is drawn for a film the model does not answer).
+        A flagged film's ``.headline`` carries the population warning."""
+        return self.analyser.analyse(image, heatmap=True, method=method or DEFAULT_METHOD)
 
     def __repr__(self) -> str:
         return f"pneumo.Model({self.name!r}, version {self.version}, weights {self.sha256[:12]})"
+
+
+def _expand(images) -> list:
+    """A list stays as given; a folder becomes its image files, sorted (hidden files and others skipped)."""
+    if isinstance(images, str | Path):
+        files = sorted(p for p in Path(images).rglob("*")
+                       if p.is_file() and not p.name.startswith(".") and _readable_kind(p))
+        if not files:
+            raise ConfigError(f"{images}: no JPEG, PNG or DICOM files in this folder")
+        return files
+    return list(images)
+
+
+def _readable_kind(path: Path) -> bool:
+    """Whether the file's first bytes say JPEG, PNG or DICOM (by content: PACS exports have no extension)."""
+    try:
+        with path.open("rb") as fh:
+            return sniff(fh.read(4096)) in ACCEPTED
+    except OSError:
+        return False
 
 
 def load(bundle: str | Path | None = None, backend: str = "auto") -> Model:

@@ -41,16 +41,16 @@ def explain(bundle, inputs, method, target, layer, out, save_maps, as_json, sani
     """
     from tqdm import tqdm
 
+    from pneumo.analysis import Analyser
     from pneumo.bundle import load_bundle
     from pneumo.cli.predict import expand_inputs
     from pneumo.explain import explainer_for, resolve_layer
-    from pneumo.inference import Predictor
     from pneumo.paths import output_dir
 
     out = out or output_dir("explanations")
     b = load_bundle(bundle)
     resolve_layer(b.model, layer)  # a bad --layer fails before any work
-    predictor = Predictor(b)
+    predictor = Analyser(b)
     explainer = explainer_for(b)
     out.mkdir(parents=True, exist_ok=True)
     rows, checked, used = [], [], set()
@@ -59,8 +59,8 @@ def explain(bundle, inputs, method, target, layer, out, save_maps, as_json, sani
         rows.append(row)
         if x is not None and len(checked) < check_images:
             checked.append(x)
-    n_ok = sum(r["error"] is None for r in rows)
-    if n_ok == 0:
+    n_ok = sum(r["error"] is None and r["status"] != "refused" for r in rows)
+    if n_ok == 0 and not any(r["status"] == "refused" for r in rows):
         from pneumo.errors import ImageError
 
         raise ImageError(f"none of the {len(rows)} inputs could be explained")
@@ -89,16 +89,20 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
     from tqdm import tqdm
 
     from pneumo.bundle import atomic_write_bytes
-    from pneumo.data import preprocess, read_image
+    from pneumo.data import preprocess
     from pneumo.errors import PneumoError
     from pneumo.explain import overlay_png
     from pneumo.explain.explainer import shows, target_for
 
-    row = {"path": path, "overlay": None, "heatmap": None, "probability": None, "decision": None, "target": None,
-           "error": None}
+    row = {"path": path, "status": None, "reason": None, "overlay": None, "heatmap": None, "probability": None,
+           "decision": None, "target": None, "error": None}
     try:
-        pixels, _ = read_image(path)
-        pred = predictor.predict([pixels])[0]
+        a = predictor.analyse(path)
+        row.update(status=a.status, reason=a.headline, decision=a.decision)
+        if not a.accepted or a.pixels is None or a.prediction is None:  # refused: no heatmap for a non-answer
+            tqdm.write(f"{path}: no heatmap: {a.headline}", file=sys.stderr)
+            return row, None
+        pixels, pred = a.pixels, a.prediction
         shown = target_for(pred.decision) if target == "decision" else target
         heat = explainer.heatmap(pixels, method=method, target=shown, layer=layer)
     except PneumoError as exc:
@@ -108,6 +112,8 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
     stem = _unique(Path(path).stem, used)
     caption = (f"P(pneumonia) = {pred.probability:.2f} → {pred.decision} (threshold {pred.threshold:.2f})"
                f"   ·   {shows(shown, method)}   ·   {b.name}")
+    if a.headline:  # flagged: the population warning leads
+        caption = f"{a.headline}   ·   {caption}"
     png, npy = out / f"{stem}_{method}.png", out / f"{stem}_{method}.npy"
     atomic_write_bytes(png, overlay_png(pixels, heat, caption))
     if save_maps:

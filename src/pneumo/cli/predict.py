@@ -12,8 +12,8 @@ import click
 
 from pneumo.cli.common import choose_onnx, data_option, emit_json, json_option, onnx_file_options, run_safely
 
-COLUMNS = ("path", "probability", "decision", "threshold", "ood", "ood_score", "population", "population_score",
-           "error")
+COLUMNS = ("path", "status", "probability", "decision", "threshold", "reason", "ood", "ood_score", "population",
+           "population_score", "error")
 SKIP_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
@@ -71,6 +71,24 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _row(a) -> dict:
+    """One :class:`~pneumo.analysis.Analysis` as a CSV row: a refused film has no probability."""
+    p = a.prediction
+    return {
+        "path": a.path,
+        "status": a.status,
+        "probability": None if a.probability is None else round(a.probability, 6),
+        "decision": None if a.status == "error" else a.decision,
+        "threshold": None if p is None else round(p.threshold, 6),
+        "reason": a.headline if a.status in ("refused", "flagged") else None,
+        "ood": None if p is None else p.ood,
+        "ood_score": None if p is None or p.ood_score is None else round(p.ood_score, 4),
+        "population": None if p is None else p.population,
+        "population_score": None if p is None or p.population_score is None else round(p.population_score, 4),
+        "error": None if a.error is None else str(a.error),
+    }
+
+
 @click.command()
 @click.argument("args", nargs=-1, required=True, metavar="[BUNDLE] INPUT...")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the rows to this CSV file.")
@@ -83,12 +101,13 @@ def rows_to_csv(rows: list[dict]) -> str:
 def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
     """Predict every image in INPUT (files, folders, globs). Without BUNDLE: $PNEUMO_MODEL or models/default.
 
-    One row per file: path, probability, decision, threshold, ood, ood_score, population, population_score,
-    error. population=atypical: a chest X-ray unlike the model's validation films (results may be
-    unreliable). An unreadable file gives an error row and the rest go on; the exit status is 1 when
-    no file could be read.
-    ood=true means "not a chest X-ray": the decision is NOT_A_CHEST_XRAY and the probability is not a finding.
+    One row per file: path, status, probability, decision, threshold, reason, ood, ood_score, population,
+    population_score, error. status: decided; flagged (an answer outside the validated population —
+    reason says why: an atypical film, an age outside the validated range); refused (no probability:
+    not a chest X-ray, or ruled out by its DICOM header — a CT, a lateral view); error (unreadable:
+    the rest go on). The exit status is 1 when no file could be read.
     """
+    from pneumo.analysis import Analyser
     from pneumo.bundle import atomic_write_bytes
     from pneumo.errors import ConfigError
     from pneumo.inference import Predictor
@@ -98,20 +117,9 @@ def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
         raise ConfigError(f"no INPUT given (the first argument {args[0]} was taken as the bundle)")
     backend, onnx_file = choose_onnx(backend, int8, onnx_file)
     pred = Predictor(bundle, backend=backend, threads=threads, onnx_file=onnx_file)
-    rows = []
-    for r in pred.predict(expand_inputs(inputs), batch_size=batch_size, on_error="record", progress=True):
-        p = r.prediction
-        rows.append({
-            "path": r.path,
-            "probability": None if p is None else round(p.probability, 6),
-            "decision": None if p is None else p.decision,
-            "threshold": None if p is None else round(p.threshold, 6),
-            "ood": None if p is None else p.ood,
-            "ood_score": None if p is None or p.ood_score is None else round(p.ood_score, 4),
-            "population": None if p is None else p.population,
-            "population_score": None if p is None or p.population_score is None else round(p.population_score, 4),
-            "error": r.message,
-        })
+    analyser = Analyser(pred)
+    rows = [_row(a) for a in analyser.analyse_many(expand_inputs(inputs), batch_size=batch_size,
+                                                       on_error="record", progress=True)]
     if out is not None:
         atomic_write_bytes(out, rows_to_csv(rows).encode())
     n_err = sum(r["error"] is not None for r in rows)

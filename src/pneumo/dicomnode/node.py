@@ -27,8 +27,9 @@ from pydicom.pixels import get_decoder
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
+from pneumo.analysis import Analyser, Analysis
 from pneumo.bundle import load_bundle
-from pneumo.data.imageio import DEFAULT_MAX_PIXELS, read_image
+from pneumo.data.imageio import DEFAULT_MAX_PIXELS
 from pneumo.dicomnode import picture, results
 from pneumo.dicomnode.spool import Spool
 from pneumo.errors import ConfigError, ImageError
@@ -62,12 +63,6 @@ COMPRESSED = [
 ]
 STORE_OK = {0x0000, 0xB000, 0xB006, 0xB007}  # success and the warnings that still mean "stored"
 RESULT_CLASSES = [uids.ComprehensiveSRStorage, uids.SecondaryCaptureImageStorage]
-OOD_REFUSAL = (
-    "This image does not look like a frontal chest X-ray, so no pneumonia probability is given. "
-    "Check that the right image was sent."
-)
-
-
 def uid_hash(value) -> str:
     return hashlib.sha256(str(value).encode("ascii", "replace")).hexdigest()
 
@@ -133,7 +128,8 @@ class DicomNode:
         self.settings = settings
         self.bundle = load_bundle(bundle_path)
         self.predictor = Predictor(self.bundle, backend=settings.backend, threads=1)
-        self.model = results.ModelInfo.of(self.bundle, has_gate=self.predictor.ood_detector is not None)
+        self.analyser = Analyser(self.predictor, max_pixels=settings.max_pixels, min_side=settings.min_side)
+        self.model = results.ModelInfo.of(self.bundle, has_gate=self.analyser.has_gate)
         self.spool = Spool(settings.spool)
         self.audit = AuditStore(settings.audit_db)
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pneumo-dicom")
@@ -214,6 +210,7 @@ class DicomNode:
         self._wake.set()
 
     def _analyse(self, inbound_id: int, path: Path, t0: float) -> tuple[str, list[tuple[str, str]]]:
+        """One spooled instance through the analysis service (:mod:`pneumo.analysis`) → the SR/SC to send."""
         data = path.read_bytes()
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         sop_hash = uid_hash(header.SOPInstanceUID)
@@ -221,7 +218,8 @@ class DicomNode:
         row = AuditRow(request_id=f"dicom:{sop_hash}", outcome="error", format="DICOM", model_name=m.name,
                        model_version=m.version, model_sha256=m.weights_sha256,
                        image_sha256=hashlib.sha256(data).hexdigest())
-        pred, pixels, refusal = None, None, None
+        a: Analysis | None = None
+        refusal: str | None = None
         sop_class = str(header.get("SOPClassUID", ""))
         if sop_class not in CHEST_CLASSES:
             kind = OTHER_CLASSES.get(sop_class, "this object")
@@ -229,33 +227,38 @@ class DicomNode:
                                        "Capture chest films only."), "not_a_radiograph"
         else:
             try:
-                pixels, meta = read_image(data, max_pixels=self.settings.max_pixels)
-                row.width, row.height = meta.width, meta.height
-                if min(meta.width, meta.height) < self.settings.min_side:
-                    raise ImageError(f"The image is only {meta.width}×{meta.height} pixels; a chest X-ray needs at "
-                                     f"least {self.settings.min_side} pixels a side.", code="image_too_small")
-                pred = self.predictor.predict([pixels])[0]
+                a = self.analyser.analyse(data, heatmap=True)
             except ImageError as exc:
                 refusal, row.error_code = str(exc).removeprefix("<bytes>: "), exc.code
-        if pred is not None:
-            row.probability, row.decision = pred.probability, pred.decision
-            row.ood_score, row.ood_flag = pred.ood_score, (pred.ood if m.has_gate else None)
-            if pred.ood:
-                refusal, row.error_code = OOD_REFUSAL, "not_a_chest_xray"
-        row.outcome = "ok" if refusal is None else ("refused_ood" if pred is not None and pred.ood else "error")
+        pred = a.prediction if a is not None else None
+        if a is not None:
+            if a.meta is not None:
+                row.width, row.height = a.meta.width, a.meta.height
+            row.flags = ",".join(c for c, _ in a.flags) or None
+            if pred is not None:
+                row.ood_score, row.ood_flag = pred.ood_score, (pred.ood if m.has_gate else None)
+                row.population = pred.population
+            if a.accepted:
+                row.probability, row.decision = a.probability, a.decision
+            else:
+                refusal, row.error_code = a.headline, a.code
+        row.outcome = "ok" if refusal is None else ("refused_ood" if a is not None and a.refused else "error")
         queued: list[tuple[str, str]] = []
         if refusal is None:
-            if pred is None or pixels is None:  # no refusal: the image was read and the model answered
-                raise RuntimeError("no refusal but no prediction")
-            ev = picture.evidence(self.bundle, pixels, pred.decision)
-            rgb = picture.render(pixels, ev.heatmap, results.caption(m, pred, ev.shows))
-            queued.append(("sr", self._write(results.build_sr(header, m, pred, None), inbound_id, "sr")))
+            if a is None or pred is None or a.pixels is None or a.evidence is None:
+                raise RuntimeError("no refusal but no accepted analysis")
+            ev = a.evidence
+            lines = results.caption(m, pred, ev.shows)
+            if a.headline:
+                lines.insert(1, a.headline)
+            rgb = picture.render(a.pixels, ev.heatmap, lines)
+            queued.append(("sr", self._write(results.build_sr(header, m, pred, None, a.headline), inbound_id, "sr")))
             queued.append(("sc", self._write(results.build_sc(header, m, rgb), inbound_id, "sc")))
         elif self.settings.refused_sr:
             queued.append(("sr", self._write(results.build_sr(header, m, pred, refusal), inbound_id, "sr")))
         row.latency_ms = (time.perf_counter() - t0) * 1e3
         self.audit.record(row)
-        p = "" if pred is None or pred.ood else f" p={pred.probability:.4f} {pred.decision}"
+        p = "" if a is None or not a.accepted else f" p={a.probability:.4f} {a.decision}"
         log.info("done #%d sop=%s outcome=%s%s%s in %.0f ms, %d result(s) queued", inbound_id, sop_hash[:12],
                  row.outcome, f" ({row.error_code})" if row.error_code else "", p, row.latency_ms, len(queued))
         return row.outcome, queued

@@ -49,6 +49,7 @@ VAL_SPEC = code("VAL-SPEC", "Validation specificity at the operating point")
 GATE = code("GATE", "Chest X-ray gate")
 OOD_SCORE = code("OOD-SCORE", "Out-of-distribution score")
 REFUSAL = code("REFUSAL", "Reason no result is given")
+POPULATION = code("POPULATION", "Population check")
 WEIGHTS = code("WEIGHTS-SHA256", "Model weights SHA-256")
 UNIT = code("1", "no units", "UCUM")
 DECISIONS = {
@@ -102,8 +103,11 @@ def _code(name: hd.sr.CodedConcept, value: hd.sr.CodedConcept) -> hd.sr.CodeCont
     return hd.sr.CodeContentItem(name=name, value=value, relationship_type="CONTAINS")
 
 
-def build_sr(source: Dataset, model: ModelInfo, pred: Prediction | None, refusal: str | None) -> Dataset:
-    """The report for one source instance; ``refusal`` (a sentence) when no probability is given.
+def build_sr(source: Dataset, model: ModelInfo, pred: Prediction | None, refusal: str | None,
+             flagged: str | None = None) -> Dataset:
+    """The report for one source instance; ``refusal`` (a sentence) when no probability is given;
+    ``flagged`` ("Outside the validated population — <reason>") for an answer outside what the model
+    was validated on.
 
     ``source`` needs its header only (patient, study and SOP attributes are copied from it).
     """
@@ -124,6 +128,8 @@ def build_sr(source: Dataset, model: ModelInfo, pred: Prediction | None, refusal
         if pred.ood_score is not None:
             items.append(_num(OOD_SCORE, pred.ood_score))
     if refusal is None and pred is not None:
+        if flagged:
+            items.append(_text(POPULATION, flagged))
         items += [
             _num(PROBABILITY, pred.probability),
             _code(DECISION, DECISIONS[pred.decision]),

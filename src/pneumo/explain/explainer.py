@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pneumo.errors import ConfigError
 from pneumo.explain import cam
 from pneumo.explain.core import (
     CAM_METHODS,
@@ -61,8 +62,15 @@ class Evidence:
 
 
 def target_for(decision: str) -> str:
-    """The class whose evidence explains ``decision``: PNEUMONIA → pneumonia, anything else → normal."""
-    return "pneumonia" if str(decision).upper() == "PNEUMONIA" else "normal"
+    """The class whose evidence explains ``decision``: PNEUMONIA → pneumonia, NORMAL → normal.
+
+    Any other decision (a refused film) has no evidence to show: a map of "evidence against pneumonia"
+    on a coffee cup would dress a refusal as a finding, so it is an error to ask for one."""
+    d = str(decision).upper()
+    if d not in ("PNEUMONIA", "NORMAL"):
+        raise ConfigError(f"no heatmap for decision {decision!r}: only an accepted film (PNEUMONIA or NORMAL) "
+                          "is explained")
+    return d.lower()
 
 
 def shows(target: str, method: str) -> str:

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     ood_score REAL,
     ood_flag INTEGER,
     population TEXT,
+    flags TEXT,
     latency_ms REAL,
     outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused_ood', 'error')),
     error_code TEXT
@@ -68,6 +69,7 @@ class AuditRow:
     ood_score: float | None = None
     ood_flag: bool | None = None
     population: str | None = None  # 'typical' | 'atypical' | None (refused, error, or no population model)
+    flags: str | None = None  # comma-separated reason codes of a flagged/refused film (pneumo.analysis)
     latency_ms: float | None = None
     error_code: str | None = None
 
@@ -89,8 +91,10 @@ class AuditStore:
             conn = self._conn()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
-            if "population" not in {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}:
-                conn.execute("ALTER TABLE predictions ADD COLUMN population TEXT")  # a log from before the gate
+            have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+            for col in ("population", "flags"):  # a log written before the gate / the header policy
+                if col not in have:
+                    conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} TEXT")
         except sqlite3.Error as exc:
             raise ConfigError(f"{self.path}: cannot open the audit database ({exc})") from exc
 

@@ -1,4 +1,4 @@
-"""The work behind one prediction, run in a worker thread: decode → predict (+ OOD) → pictures.
+"""The work behind one prediction, run in a worker thread: the analysis service → pictures.
 
 One :class:`Engine` per server process holds the bundle, loaded once. Everything here is blocking
 and CPU-bound, so the routes call :meth:`Engine.analyse` through the engine's thread pool.
@@ -16,36 +16,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumo.analysis import Analyser, Analysis
 from pneumo.bundle import load_bundle
-from pneumo.data.imageio import ImageMeta, read_image
+from pneumo.data.imageio import ImageMeta
 from pneumo.data.preprocess import fit_long_side
-from pneumo.errors import ImageError
-from pneumo.explain import explain_decision, heatmap_rgba_png
-from pneumo.inference import ATYPICAL_WARNING, Prediction, Predictor
+from pneumo.explain import heatmap_rgba_png
+from pneumo.inference import Predictor
 from pneumo.server.settings import ServerSettings
 
 OOD_MESSAGE = (
     "This image does not look like a frontal chest X-ray, so no pneumonia probability is given. "
     "Check that the right image was chosen."
 )
-NO_OOD_WARNING = (
-    "This model has no out-of-distribution check: the image was not verified to be a chest X-ray."
-)
 
 
 @dataclass
-class Analysis:
-    """The outcome of one image, before it becomes JSON."""
+class Rendered:
+    """The service's :class:`~pneumo.analysis.Analysis` plus what the page draws from it."""
 
-    meta: ImageMeta
-    prediction: Prediction
-    ood_flag: bool | None
-    ood_score: float | None
+    analysis: Analysis
     display_png: bytes | None = None
     display_size: tuple[int, int] | None = None
     heatmap_png: bytes | None = None
     heatmap_info: dict | None = None  # method, target (pneumonia|normal), shows: what the map means
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def meta(self) -> ImageMeta | None:
+        return self.analysis.meta
 
 
 def b64(data: bytes | None) -> str | None:
@@ -59,6 +57,7 @@ class Engine:
         self.settings = settings
         self.bundle = load_bundle(bundle_path)
         self.predictor = Predictor(self.bundle, backend=settings.backend, onnx_file=settings.onnx_file)
+        self.analyser = Analyser(self.predictor, max_pixels=settings.max_pixels, min_side=settings.min_side)
         self._explain_lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="pneumo-infer")
 
@@ -78,48 +77,30 @@ class Engine:
         return self.predictor.refusal_threshold
 
     # -- one image ---------------------------------------------------------------------------
-    def analyse(self, data: bytes, *, heatmap: bool, display: bool, frame: int | None = None) -> Analysis:
-        """Uploaded bytes → :class:`Analysis`. Raises :class:`ImageError` for unreadable input.
+    def analyse(self, data: bytes, *, heatmap: bool, display: bool, frame: int | None = None) -> Rendered:
+        """Uploaded bytes → the service's answer plus its pictures. Raises :class:`ImageError` for unreadable input.
 
-        ``frame`` picks one frame of a multi-frame DICOM (such files are refused without it).
-        """
-        pixels, meta = read_image(data, max_pixels=self.settings.max_pixels, frame=frame)
-        if min(meta.width, meta.height) < self.settings.min_side:
-            raise ImageError(
-                f"The image is only {meta.width}×{meta.height} pixels; a chest X-ray needs at least "
-                f"{self.settings.min_side} pixels a side (typically over 1000).",
-                code="image_too_small",
-            )
-        pred = self.predictor.predict([pixels])[0]
-        flag, score = self._ood_of(pred, pixels)
-        out = Analysis(meta, pred, flag, score)
-        if flag is None:
-            out.warnings.append(NO_OOD_WARNING)
-        if pred.population == "atypical":
-            out.warnings.append(ATYPICAL_WARNING[0].upper() + ATYPICAL_WARNING[1:] + ".")
-        size = self.bundle.spec.size
-        if min(meta.width, meta.height) < size:
-            out.warnings.append(
-                f"The image ({meta.width}×{meta.height}) is smaller than the model's input ({size}×{size}); "
-                "results on low-resolution images are less reliable."
-            )
-        if display or heatmap:
-            out.display_png, out.display_size = self._display(pixels)
-        if heatmap and flag:
-            out.warnings.append("No heatmap: the image was refused as not a chest X-ray.")
-        elif heatmap:
-            if out.display_size is None:  # set just above whenever a heatmap is asked for
-                raise RuntimeError("no display size for the heatmap")
-            out.heatmap_png, out.heatmap_info = self._heatmap(pixels, pred.decision, out.display_size)
+        ``frame`` picks one frame of a multi-frame DICOM (such files are refused without it). The
+        heatmap is computed by the service, only for accepted films (serialised by a lock: it bounds
+        the transient batch memory)."""
+        if heatmap:
+            with self._explain_lock:
+                a = self.analyser.analyse(data, frame=frame, heatmap=True)
+        else:
+            a = self.analyser.analyse(data, frame=frame)
+        out = Rendered(a, warnings=list(a.warnings))
+        if a.status == "flagged" and a.headline:
+            out.warnings.append(a.headline + ": results may be unreliable.")
+        if a.pixels is not None and (display or heatmap):
+            out.display_png, out.display_size = self._display(a.pixels)
+        if heatmap and a.status == "refused":
+            out.warnings.append("No heatmap: the image was refused.")
+        elif a.evidence is not None and out.display_size is not None:
+            out.heatmap_png = heatmap_rgba_png(a.evidence.heatmap, out.display_size)
+            out.heatmap_info = a.evidence.to_dict()
         if not display:
             out.display_png = None
         return out
-
-    def _ood_of(self, pred: Prediction, pixels: np.ndarray) -> tuple[bool | None, float | None]:
-        """The predictor already applied the gate (and the population score) to ``pred``."""
-        if self.ood_detector is None and self.predictor.gate is None:
-            return None, None
-        return bool(pred.ood), (None if pred.ood_score is None else float(pred.ood_score))
 
     def _display(self, pixels: np.ndarray) -> tuple[bytes, tuple[int, int]]:
         """8-bit greyscale PNG, long side ≤ ``display_max_side``: what the page shows (DICOM included)."""
@@ -130,15 +111,6 @@ class Engine:
         buf = io.BytesIO()
         im.save(buf, format="PNG", compress_level=1)  # speed over size: it travels once, on a LAN
         return buf.getvalue(), im.size
-
-    def _heatmap(self, pixels: np.ndarray, decision: str, size: tuple[int, int]) -> tuple[bytes, dict]:
-        """The decision's evidence (PNEUMONIA → for, NORMAL → against) as the page's RGBA layer.
-
-        The bundle's persistent explainer holds no per-call state (no model copy, no hook left behind),
-        so repeated heatmaps keep memory flat; the lock only bounds the transient batch memory."""
-        with self._explain_lock:
-            ev = explain_decision(self.bundle, pixels, decision)
-        return heatmap_rgba_png(ev.heatmap, size), ev.to_dict()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -15,7 +15,7 @@ from fpdf import FPDF
 from PIL import Image
 
 from pneumo.explain.render import LEGEND_NONE, legend_strip
-from pneumo.server.engine import Analysis
+from pneumo.server.engine import Rendered
 from pneumo.server.schemas import NOTICE, PredictResponse
 
 LEGEND_TAIL = "Relative to this film; not the outline of a lesion."
@@ -135,7 +135,7 @@ def _fact_rows(pdf: FPDF, rows: list[tuple[str, str]], full: float) -> None:
         pdf.set_y(max(y1, pdf.get_y()))
 
 
-def build_report(resp: PredictResponse, analysis: Analysis, meta: dict, filename: str | None = None) -> bytes:
+def build_report(resp: PredictResponse, analysis: Rendered, meta: dict, filename: str | None = None) -> bytes:
     """The PDF bytes for one answered request (``analysis`` holds its display and heatmap PNGs);
     ``filename``: the uploaded file's name as the sender gave it, printed so the page names its film."""
     pdf = _Report(format="A4", unit="mm")

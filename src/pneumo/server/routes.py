@@ -15,13 +15,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from pneumo.analysis import Analysis
 from pneumo.data.sniff import misleading_name
 from pneumo.errors import PneumoError
+from pneumo.inference import NOT_A_CXR
 from pneumo.server.audit_store import AuditRow, AuditStore
 from pneumo.server.docs_page import DOCS_URL, swagger_page
-from pneumo.server.engine import OOD_MESSAGE, Analysis, Engine, b64
+from pneumo.server.engine import Engine, Rendered, b64
 from pneumo.server.schemas import (
     ErrorResponse,
+    Flag,
     HealthResponse,
     Heatmap,
     ImageFormat,
@@ -33,6 +36,7 @@ from pneumo.server.schemas import (
     OperatingPoint,
     PopulationResult,
     PredictResponse,
+    Status,
 )
 from pneumo.server.settings import ServerSettings
 from pneumo.server.state import (
@@ -148,7 +152,7 @@ async def predict(
 
 async def analyse_upload(request: Request, engine: Engine, gate: Gate, s: ServerSettings, audit: AuditStore,
                          *, heatmap: bool, display: bool, frame: int | None,
-                         then: Callable[[PredictResponse, Analysis], object] | None = None):
+                         then: Callable[[PredictResponse, Rendered], object] | None = None):
     """The one path of an uploaded film, for every endpoint that analyses one (predict, report):
     read the body under its timeouts → check its kind → take a place in the queue (only now that the
     body is here: a client stalling mid-upload holds none) → analyse in the engine's pool → ``then``
@@ -168,7 +172,7 @@ async def analyse_upload(request: Request, engine: Engine, gate: Gate, s: Server
             raise Busy(f"The server is busy ({gate.limit} requests in progress). Try again in a few seconds.")
         entered = True
         loop = asyncio.get_running_loop()
-        result: Analysis = await loop.run_in_executor(
+        result: Rendered = await loop.run_in_executor(
             engine.executor, lambda: engine.analyse(data, heatmap=heatmap, display=display, frame=frame)
         )
         if name_warning:  # read by its bytes, as the CLI does, and said so
@@ -191,32 +195,42 @@ async def analyse_upload(request: Request, engine: Engine, gate: Gate, s: Server
             gate.leave()
 
 
-def _response(engine: Engine, r: Analysis, rid: str, t0: float) -> PredictResponse:
-    refused = bool(r.ood_flag)
-    pred = r.prediction
+def _response(engine: Engine, r: Rendered, rid: str, t0: float) -> PredictResponse:
+    """The service's answer as JSON: the status and headline lead; a refused film has no probability."""
+    a, pred = r.analysis, r.analysis.prediction
     dw, dh = r.display_size or (None, None)
+    label = a.decision if a.accepted else ("not_a_chest_xray" if a.decision == NOT_A_CXR else "refused")
     return PredictResponse(
         request_id=rid,
-        label="not_a_chest_xray" if refused else cast(Label, pred.decision),  # the predictor's PNEUMONIA/NORMAL
-        probability=None if refused else round(pred.probability, 6),
-        threshold=round(pred.threshold, 6),
+        status=cast(Status, a.status),
+        headline=a.headline,
+        flags=[Flag(code=c, reason=why) for c, why in a.flags],
+        label=cast(Label, label),
+        probability=None if a.probability is None else round(a.probability, 6),
+        threshold=round(engine.bundle.threshold, 6),
         operating_point=_operating_point(engine),
-        ood=OodResult(available=r.ood_flag is not None, flag=r.ood_flag, score=r.ood_score,
-                      threshold=engine.ood_threshold),
+        ood=OodResult(available=engine.analyser.has_gate, flag=None if pred is None else bool(pred.ood),
+                      score=None if pred is None else pred.ood_score, threshold=engine.ood_threshold),
         population=_population(engine, pred),
         model=_model_ref(engine),
-        image=ImageInfo(width=r.meta.width, height=r.meta.height, format=cast(ImageFormat, r.meta.format),
-                        sha256=r.meta.sha256, display_png=b64(r.display_png),
-                        display_width=dw if r.display_png else None, display_height=dh if r.display_png else None),
+        image=_image_info(a, r, dw, dh),
         heatmap=_heatmap(r),
         warnings=r.warnings,
-        message=(OOD_MESSAGE + (f" ({pred.reason})" if pred.reason else "")) if refused else None,
+        message=a.headline if a.refused else None,
         latency_ms=round((time.perf_counter() - t0) * 1000, 2),
     )
 
 
+def _image_info(a: Analysis, r: Rendered, dw, dh) -> ImageInfo:
+    """What was read; a film refused from its DICOM header was never decoded (its size is then 0×0)."""
+    m = a.meta
+    fmt = cast(ImageFormat, m.format if m else "DICOM")
+    return ImageInfo(width=m.width if m else 0, height=m.height if m else 0, format=fmt,
+                     sha256=m.sha256 if m else "", display_png=b64(r.display_png),
+                     display_width=dw if r.display_png else None, display_height=dh if r.display_png else None)
 
-def _heatmap(r: Analysis) -> Heatmap | None:
+
+def _heatmap(r: Rendered) -> Heatmap | None:
     """The engine sets the heatmap's PNG and its description together."""
     if not r.heatmap_png:
         return None
@@ -227,7 +241,12 @@ def _heatmap(r: Analysis) -> Heatmap | None:
 
 
 def _fill_row(row: AuditRow, resp: PredictResponse) -> None:
-    row.outcome = "refused_ood" if resp.label == "not_a_chest_xray" else "ok"
+    # 'refused_ood' is the log's one refusal outcome (its CHECK constraint predates the header policy);
+    # error_code and flags say which reason
+    row.outcome = "refused_ood" if resp.status == "refused" else "ok"
+    row.flags = ",".join(f.code for f in resp.flags) or None
+    if resp.status == "refused" and resp.flags:
+        row.error_code = resp.flags[0].code
     row.width, row.height, row.format = resp.image.width, resp.image.height, resp.image.format
     row.probability, row.decision = resp.probability, resp.label
     row.ood_score, row.ood_flag = resp.ood.score, resp.ood.flag
@@ -237,6 +256,8 @@ def _fill_row(row: AuditRow, resp: PredictResponse) -> None:
 def _population(engine: Engine, pred) -> PopulationResult:
     """Question 2: is this chest X-ray like the films the model was validated on? (a warning, not a refusal)"""
     det = engine.predictor.ood_detector if engine.predictor.gate is not None else None
+    if pred is None:
+        return PopulationResult(available=False, value=None, score=None)
     return PopulationResult(available=pred.population is not None, value=pred.population,
                             score=pred.population_score if det is not None else None,
                             threshold=det.threshold if det is not None else None)

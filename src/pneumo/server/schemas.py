@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Label = Literal["PNEUMONIA", "NORMAL", "not_a_chest_xray"]
+Label = Literal["PNEUMONIA", "NORMAL", "not_a_chest_xray", "refused"]
+Status = Literal["decided", "flagged", "refused"]
 ImageFormat = Literal["JPEG", "PNG", "DICOM"]
 NOTICE = "Decision support, not a diagnosis. A clinician must review every image."
 
@@ -71,9 +72,22 @@ class OperatingPoint(BaseModel):
     val_specificity: float | None = None
 
 
+class Flag(BaseModel):
+    code: str = Field(description="Machine-readable reason, e.g. 'atypical_population', 'age_outside_range', "
+                                  "'lateral_view', 'not_a_radiograph', 'not_a_chest_xray'.")
+    reason: str = Field(description="The reason in words, for a person.")
+
+
 class PredictResponse(BaseModel):
     request_id: str
-    label: Label
+    status: Status = Field(description="'decided': an answer inside what the model was validated on; 'flagged': an "
+                           "answer for a film outside the validated population (lead with `headline`); 'refused': "
+                           "no answer (not a frontal chest X-ray, or ruled out by its DICOM header).")
+    headline: str | None = Field(None, description="For a flagged or refused film, what to show first: "
+                                 "'Outside the validated population — <reason>' or 'Not a chest X-ray — <reason>'.")
+    flags: list[Flag] = Field(default_factory=list, description="Every reason the film was refused or flagged.")
+    label: Label = Field(description="PNEUMONIA/NORMAL for an accepted film; 'not_a_chest_xray' when the gate "
+                         "refused it; 'refused' when its DICOM header ruled it out.")
     probability: float | None = Field(description="Calibrated probability of pneumonia; null when refused.")
     threshold: float = Field(description="Probability at the model's operating point; label = probability ≥ it.")
     operating_point: OperatingPoint
