@@ -1,4 +1,8 @@
-"""Where the dataset is: ``--data``, else ``$PNEUMO_DATA``, else a short documented lookup."""
+"""Where the dataset is: ``--data``, else ``$PNEUMO_DATA``, else a short documented lookup.
+
+The lookup (``data/chest_xray``, ``../shared/data/chest_xray``) is tried from the current folder,
+then from the repository that holds the installed package (so a command works from any folder of
+a checkout), then ``data/chest_xray`` in the pneumo home (:mod:`pneumo.paths`)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 from pathlib import Path
 
 from pneumo.errors import DatasetError
+from pneumo.paths import home
 
 ENV_VAR = "PNEUMO_DATA"
 DEFAULT_LOOKUP: tuple[str, ...] = ("data/chest_xray", "../shared/data/chest_xray")
@@ -24,8 +29,9 @@ def resolve_data(explicit: str | Path | None = None, *, cwd: Path | None = None)
         if not p.exists():
             raise DatasetError(f"dataset not found at {p} (from ${ENV_VAR})")
         return p
-    base = cwd or Path.cwd()
-    tried = [base / rel for rel in DEFAULT_LOOKUP]
+    repo = Path(__file__).resolve().parents[3]  # src/pneumo/data/locate.py → the checkout's root
+    bases = dict.fromkeys([(cwd or Path.cwd()).resolve(), repo])
+    tried = [*(b / rel for b in bases for rel in DEFAULT_LOOKUP), home() / "data" / "chest_xray"]
     for p in tried:
         if p.exists():
             return p.resolve()
