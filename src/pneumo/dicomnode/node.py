@@ -165,8 +165,10 @@ class DicomNode:
             setattr(ae, attr, s.timeout_s)
         ae.add_supported_context(Verification)
         syntaxes = transfer_syntaxes()
-        for sop in [*CHEST_CLASSES, *OTHER_CLASSES]:
+        for sop in CHEST_CLASSES:
             ae.add_supported_context(sop, syntaxes)
+        for sop in OTHER_CLASSES:  # refused from the header, never decoded: any syntax will do
+            ae.add_supported_context(sop, [*UNCOMPRESSED, *COMPRESSED])
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, _on_rejected),
                     (evt.EVT_CONN_OPEN, self._on_connect)]
         try:
