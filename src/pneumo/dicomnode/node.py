@@ -185,9 +185,9 @@ class DicomNode:
         self._inbound_wake.set()
         if self._server is not None:
             self._server.shutdown()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        for t in self._threads:
+        for t in self._threads:  # the dispatcher first, so nothing is submitted to a pool being shut down
             t.join(timeout=self.settings.timeout_s + 5)
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.audit.close()
         self.spool.close()
 
