@@ -35,6 +35,9 @@ FIELDS = (
     ("StudyDate", "DA", 2), ("StudyTime", "TM", 2), ("StudyID", "SH", 2), ("AccessionNumber", "SH", 2),
     ("ReferringPhysicianName", "PN", 2), ("StudyDescription", "LO", 3),
     ("InstanceNumber", "IS", 3), ("PatientOrientation", "CS", 3), ("BodyPartExamined", "CS", 3),
+    # the acquisition equipment, which the SC lists in its Contributing Equipment Sequence
+    ("Manufacturer", "LO", 3), ("ManufacturerModelName", "LO", 3), ("DeviceSerialNumber", "LO", 3),
+    ("SoftwareVersions", "LO", 3), ("InstitutionName", "LO", 3), ("InstitutionalDepartmentName", "LO", 3),
 )
 ENUMS = {"PatientSex": ("M", "F", "O"), "PatientIdentityRemoved": ("YES", "NO")}
 LENGTH = {"LO": 64, "SH": 16, "CS": 16, "PN": 64}
