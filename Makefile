@@ -23,11 +23,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (browser tests will be skipped)"; fi; }
 
-# Debian's Orthanc, the real PACS the dicom-node tests run against (each test starts its own on 127.0.0.1).
+# Debian's Orthanc, the real PACS the dicom-node tests run against (each test starts its own on 127.0.0.1),
+# dcmtk's storescu (a real sender) and dicom3tools' dciodvfy (validates every object the node makes).
 orthanc:
-	@command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null; \
-	  else echo "orthanc missing: run 'sudo apt-get install orthanc' (dicom-node tests will be skipped)"; fi; }
+	@{ command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc; } && command -v storescu >/dev/null 2>&1 \
+	  && command -v dciodvfy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc dcmtk dicom3tools >/dev/null; \
+	  else echo "orthanc/dcmtk/dicom3tools missing: run 'sudo apt-get install orthanc dcmtk dicom3tools' (dicom-node tests will be skipped)"; fi; }
 
 run: setup
 	$(BIN)/pneumo serve --host $(HOST) --port $(PORT)

@@ -73,6 +73,16 @@ def small_manifest(small_samples, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def external_dev(data_root) -> Path:
+    """The shared ``external_dev`` folder beside the dataset (other hospitals' films, real DICOMs;
+    ``labels.csv`` notes the DICOM facts); skipped when this copy of the data has none."""
+    root = data_root.parent / "external_dev"
+    if not (root / "labels.csv").exists():
+        pytest.skip(f"{root} is missing (the shared data's external_dev folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
 def val_originals(dataset) -> list[Sample]:
     """The 16 official val images at original resolution."""
     return dataset.select("val")

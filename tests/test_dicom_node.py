@@ -31,6 +31,7 @@ from test_dicom_node_support import (
     chest_dicom,
     files_text,
     need_orthanc,
+    sr_all,
     sr_values,
 )
 
@@ -88,11 +89,14 @@ def test_round_trip_sr_and_sc_in_the_same_study(pacs_and_node, val_originals, tm
     srs = [pacs.dataset(i) for i in found["SR"]]
     sr = next(d for d in srs if sr_values(d)["Source (attribute)"] == src.SOPInstanceUID)
     v = sr_values(sr)
-    assert abs(v["Probability of pneumonia"] - _predict_cli(tmp_path / "chest.dcm")) <= 1e-6
-    assert v["Decision at the operating point"] in ("Pneumonia", "Normal")
+    assert abs(v["Probability"] - _predict_cli(tmp_path / "chest.dcm")) <= 1e-6
+    assert v["Finding"] in ("Pneumonia", "Normal")
     assert v["Chest X-ray gate"] == "Frontal chest X-ray"
-    assert 0.9 < v["Validation sensitivity at the operating point"] <= 1.0
-    assert v["Model weights SHA-256"] == json.loads((BUNDLE / "pneumo.json").read_text())["weights_sha256"]
+    assert 0.9 < v["Case Sensitivity"] <= 1.0
+    sha = json.loads((BUNDLE / "pneumo.json").read_text())["weights_sha256"]
+    assert v["Algorithm Parameters"] == f"weights SHA-256 {sha}"
+    assert v["Population check"] in ("Like the validation films", "Unlike the validation films")
+    assert v["Header policy check"] == "Nothing in the header refuses or flags the film"
     assert "not a diagnosis" in v["Comment"]
     assert sr.StudyInstanceUID == study and str(sr.PatientName) == PATIENT_NAME and sr.PatientID == PATIENT_ID
     assert sr.SeriesInstanceUID != src.SeriesInstanceUID
@@ -118,10 +122,11 @@ def test_non_chest_instance_gets_a_refusal_sr(pacs_and_node):
     assert c_store(node.port, [ct]) == [0x0000]
     found = pacs.wait_for(study, {"SR": 1}, timeout=300)
     assert len(found["SR"]) == 1, node.log.read_text()[-2000:]
-    v = sr_values(pacs.dataset(found["SR"][0]))
-    assert v["Decision at the operating point"] == "No result"
-    assert "CT is not a chest radiograph" in v["Reason no result is given"]
-    assert "Probability of pneumonia" not in v
+    sr = pacs.dataset(found["SR"][0])
+    v, every = sr_values(sr), sr_all(sr)
+    assert v["Reason no result is given"] == "Refused: not a projection radiograph"
+    assert any("CT is not a chest radiograph" in c for c in every["Comment"])
+    assert "Probability" not in v and "Finding" not in v
     assert pacs.instances(study, "OT") == []
     rows = [r for r in AuditStore(node.audit_db).rows() if r["error_code"] == "not_a_radiograph"]
     assert rows and rows[-1]["outcome"] == "error" and rows[-1]["probability"] is None

@@ -207,20 +207,28 @@ def c_store(port: int, datasets: list[Dataset], calling: str = SCU_AET, called: 
 
 
 def sr_values(sr: Dataset) -> dict:
-    """Concept-name meaning → value (number, code meaning, text, or referenced SOP UID) of a flat SR tree."""
-    out = {}
+    """Concept-name meaning → value (number, code meaning, text, or referenced SOP UID) of a flat SR tree
+    (the last one where a name repeats, e.g. Comment: see :func:`sr_all`)."""
+    return {name: values[-1] for name, values in sr_all(sr).items()}
+
+
+def sr_all(sr: Dataset) -> dict[str, list]:
+    """Concept-name meaning → every value with that name, in order."""
+    out: dict[str, list] = {}
     for item in sr.ContentSequence:
         name = item.ConceptNameCodeSequence[0].CodeMeaning
         kind = item.ValueType
+        value: object = None
         if kind == "NUM":
             mv = item.MeasuredValueSequence[0]
-            out[name] = float(mv.FloatingPointValue) if "FloatingPointValue" in mv else float(mv.NumericValue)
+            value = float(mv.FloatingPointValue) if "FloatingPointValue" in mv else float(mv.NumericValue)
         elif kind == "CODE":
-            out[name] = item.ConceptCodeSequence[0].CodeMeaning
+            value = item.ConceptCodeSequence[0].CodeMeaning
         elif kind == "TEXT":
-            out[name] = str(item.TextValue)
+            value = str(item.TextValue)
         elif kind == "IMAGE":
-            out[name] = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            value = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        out.setdefault(name, []).append(value)
     return out
 
 

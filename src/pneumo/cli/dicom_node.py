@@ -23,6 +23,14 @@ def _print_status(status: dict) -> None:
     click.echo(f"spool {status['spool']}: {status['received_waiting']} received instance(s) waiting for the model, "
                f"{status['received_done']} done")
     click.echo(f"results: {status['pending']} pending, {status['sent']} sent, {status['failed']} failed")
+    click.echo(f"dead letter: {status['received_failed']} instance(s) with no result "
+               "(kept in dead/; --retry-dead queues them again)")
+    for r in status["dead_letter"]:
+        click.echo(f"  instance #{r['id']} failed after {r['attempts']} attempt(s): {r['last_error'] or ''} "
+                   f"({r['file']})")
+    for r in status["received_retrying"]:
+        click.echo(f"  instance #{r['id']} results not written yet: {r['attempts']} attempt(s), "
+                   f"next try in {r['next_try_in_s']} s; {r['last_error'] or ''}")
     for r in status["not_sent"]:
         when = "given up" if r["state"] == "failed" else f"next try in {r['next_try_in_s']} s"
         click.echo(f"  #{r['id']} {r['kind']} {r['state']}: {r['attempts']} attempt(s), {when}; "
@@ -53,13 +61,18 @@ def _print_status(status: dict) -> None:
               help="Give a result up (state failed) after this many tries.")
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Network/DIMSE timeout (s).")
+@click.option("--max-instance-mb", default=512.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Largest instance accepted; bigger ones are refused (0xA700) as they arrive.")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnx"]))
 @click.option("--status", "show_status", is_flag=True, help="Show pending/failed sends of --spool and exit.")
 @click.option("--requeue-failed", is_flag=True, help="With --status: give failed sends a fresh start.")
+@click.option("--retry-dead", is_flag=True,
+              help="With --status: move dead-letter instances back to in/ (a running node analyses them again).")
 @json_option
 @run_safely
 def dicom_node(bundle, ae_title, host, port, send_to, allow_callers, spool, audit_db, workers, max_associations,
-               refused, retry_base, retry_max, max_attempts, timeout_s, backend, show_status, requeue_failed, as_json):
+               refused, retry_base, retry_max, max_attempts, timeout_s, max_instance_mb, backend, show_status,
+               requeue_failed, retry_dead, as_json):
     """A DICOM node for BUNDLE (default: the shipped model): C-STORE SCP (+ C-ECHO) for CR, DX and
     Secondary Capture chest films; each film's Structured Report and heatmap Secondary Capture are
     sent to --send-to, into the film's study. Decision support, not a diagnosis.
@@ -77,6 +90,8 @@ def dicom_node(bundle, ae_title, host, port, send_to, allow_callers, spool, audi
         try:
             if requeue_failed:
                 click.echo(f"{store.requeue_failed()} failed result(s) queued again", err=True)
+            if retry_dead:
+                click.echo(f"{store.requeue_dead()} dead-letter instance(s) queued again", err=True)
             status = store.status()
         finally:
             store.close()
@@ -92,11 +107,14 @@ def dicom_node(bundle, ae_title, host, port, send_to, allow_callers, spool, audi
         send_to=Destination.parse(send_to), spool=spool, audit_db=audit_db, ae_title=ae_title, host=host, port=port,
         allow_callers=_callers(allow_callers), workers=workers, max_associations=max_associations,
         refused_sr=refused == "sr", retry_base_s=retry_base, retry_max_s=retry_max, max_attempts=max_attempts,
-        timeout_s=timeout_s, backend=backend,
+        timeout_s=timeout_s, backend=backend, max_instance_mb=max_instance_mb,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("pynetdicom", "highdicom"):  # their INFO lines echo dataset contents and UIDs
+    for name in ("pynetdicom", "highdicom", "pydicom"):  # their INFO lines echo dataset contents and UIDs
         logging.getLogger(name).setLevel(logging.WARNING)
+    from pneumo.dicomnode import logs
+
+    logs.install()  # no person name, no traceback: library messages become one line without values
     node = DicomNode(bundle or _default_bundle(), settings)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

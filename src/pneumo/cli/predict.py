@@ -97,8 +97,10 @@ def _row(a) -> dict:
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
 @onnx_file_options
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Inference threads (default: library's).")
+@click.option("--frame", type=click.IntRange(min=0), default=None,
+              help="Which frame (0-based) of a multi-frame DICOM to read; such files are refused without it.")
 @run_safely
-def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
+def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads, frame):
     """Predict every image in INPUT (files, folders, globs). Without BUNDLE: $PNEUMO_MODEL or models/default.
 
     One row per file: path, status, probability, decision, threshold, reason, ood, ood_score, population,
@@ -118,8 +120,11 @@ def predict(args, out, as_json, batch_size, backend, int8, onnx_file, threads):
     backend, onnx_file = choose_onnx(backend, int8, onnx_file)
     pred = Predictor(bundle, backend=backend, threads=threads, onnx_file=onnx_file)
     analyser = Analyser(pred)
-    rows = [_row(a) for a in analyser.analyse_many(expand_inputs(inputs), batch_size=batch_size,
+    rows = [_row(a) for a in analyser.analyse_many(expand_inputs(inputs), batch_size=batch_size, frame=frame,
                                                        on_error="record", progress=True)]
+    for r in rows:  # name the option where the reader's message says "choose one (frame=0..N)"
+        if r["error"] and "frames; choose one" in r["error"]:
+            r["error"] += " — pass --frame N"
     if out is not None:
         atomic_write_bytes(out, rows_to_csv(rows).encode())
     n_err = sum(r["error"] is not None for r in rows)

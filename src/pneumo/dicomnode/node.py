@@ -1,11 +1,15 @@
 """``DicomNode``: a C-STORE SCP that runs every received film through pneumo and sends the results on.
 
-Three kinds of threads, each bounded: pynetdicom's association threads (at most
-``max_associations``) only write the instance to the spool and answer the C-STORE, so a flood is
-queued on disk, never dropped or timed out; ``workers`` inference threads turn spooled instances
-into results (the same ``read_image`` → ``preprocess`` → model → gate path as ``pneumo predict`` and
-the web app); one sender thread delivers queued results to the destination with retries and
-backoff. Logs and the audit log carry SHA-256 hashes of UIDs, never patient or study attributes.
+Four kinds of threads, each bounded: pynetdicom's association threads (at most
+``max_associations``, each read bounded by ``--timeout``) stream the instance to the spool
+(:mod:`~pneumo.dicomnode.receive`: at most one PDU in memory), refuse what can never be answered and
+answer the C-STORE, so a flood is queued on disk, never dropped or timed out; one dispatcher hands
+due instances (new, resumed, retried after a backoff, requeued from ``dead/``) to ``workers``
+inference threads, which turn them into results (the same analysis as ``pneumo predict`` and the web
+app); one sender thread delivers queued results with retries and backoff. Every instance answered
+0x0000 ends with results queued, a refusal SR, or in the dead-letter folder (visible in ``--status``
+and the audit log). Logs and the audit log carry SHA-256 hashes of UIDs, never patient or study
+attributes (:mod:`~pneumo.dicomnode.logs`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pynetdicom.sop_class import Verification
 from pneumo.analysis import Analyser, Analysis
 from pneumo.bundle import load_bundle
 from pneumo.data.imageio import DEFAULT_MAX_PIXELS
-from pneumo.dicomnode import picture, results
+from pneumo.dicomnode import picture, receive, results
 from pneumo.dicomnode.spool import Spool
 from pneumo.errors import ConfigError, ImageError
 from pneumo.inference import Predictor
@@ -117,6 +121,7 @@ class NodeSettings:
     min_side: int = 32
     max_pixels: int = DEFAULT_MAX_PIXELS
     backend: str = "auto"
+    max_instance_mb: float = 512.0
 
 
 class DicomNode:
@@ -134,83 +139,161 @@ class DicomNode:
         self.audit = AuditStore(settings.audit_db)
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pneumo-dicom")
         self._wake = threading.Event()
+        self._inbound_wake = threading.Event()
         self._stopping = threading.Event()
         self._server = None
-        self._sender: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._inflight: set[int] = set()
+        self._inflight_lock = threading.Lock()
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        resumed = self.spool.unfinished_inbound()
-        for inbound_id, name in resumed:
-            self.pool.submit(self._process, inbound_id, name)
-        self._sender = threading.Thread(target=self._send_loop, name="pneumo-dicom-send", daemon=True)
-        self._sender.start()
-        ae = AE(ae_title=self.settings.ae_title)
-        ae.maximum_associations = self.settings.max_associations
+        s = self.settings
+        receive.install(self.spool.root / "tmp", int(s.max_instance_mb * 2**20))
+        receive.sweep(self.spool.root / "tmp", older_than_s=0)  # a previous run's half-received instances
+        resumed = len(self.spool.unfinished_inbound())
+        for target, name in ((self._send_loop, "pneumo-dicom-send"), (self._dispatch_loop, "pneumo-dicom-dispatch")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_associations = s.max_associations
         ae.require_called_aet = True
-        if self.settings.allow_callers:
-            ae.require_calling_aet = list(self.settings.allow_callers)
-        for t in ("acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(ae, t, self.settings.timeout_s)
+        if s.allow_callers:
+            ae.require_calling_aet = list(s.allow_callers)
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(ae, attr, s.timeout_s)
         ae.add_supported_context(Verification)
         syntaxes = transfer_syntaxes()
-        for sop in [*CHEST_CLASSES, *OTHER_CLASSES]:
+        for sop in CHEST_CLASSES:
             ae.add_supported_context(sop, syntaxes)
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, _on_rejected)]
+        for sop in OTHER_CLASSES:  # refused from the header, never decoded: any syntax will do
+            ae.add_supported_context(sop, [*UNCOMPRESSED, *COMPRESSED])
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, _on_rejected),
+                    (evt.EVT_CONN_OPEN, self._on_connect)]
         try:
-            self._server = ae.start_server((self.settings.host, self.settings.port), block=False, evt_handlers=handlers)
+            self._server = ae.start_server((s.host, s.port), block=False, evt_handlers=handlers)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {self.settings.host}:{self.settings.port} "
-                              f"({exc.strerror or exc})") from exc
+            raise ConfigError(f"cannot listen on {s.host}:{s.port} ({exc.strerror or exc})") from exc
         log.info("listening as %s on %s:%d, sending to %s; %d received instance(s) resumed, %d result(s) pending",
-                 self.settings.ae_title, self.settings.host, self.settings.port, self.settings.send_to,
-                 len(resumed), self.spool.status()["pending"])
+                 s.ae_title, s.host, s.port, s.send_to, resumed, self.spool.status()["pending"])
 
     def stop(self) -> None:
         """Stop listening, finish the instance in hand, leave the rest spooled for the next start."""
         self._stopping.set()
         self._wake.set()
+        self._inbound_wake.set()
         if self._server is not None:
             self._server.shutdown()
+        for t in self._threads:  # the dispatcher first, so nothing is submitted to a pool being shut down
+            t.join(timeout=self.settings.timeout_s + 5)
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if self._sender is not None:
-            self._sender.join(timeout=self.settings.timeout_s + 5)
         self.audit.close()
         self.spool.close()
 
     # -- receiving ----------------------------------------------------------------------------
+    def _on_connect(self, event) -> None:
+        """Bound every read on an accepted socket by ``--timeout``: pynetdicom leaves accepted sockets
+        blocking, so a peer that sends half a PDU and waits held its association (and, 32 of them, every
+        slot) for ever. A timed-out read closes that connection like a dropped one."""
+        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+        if sock is not None:
+            sock.settimeout(self.settings.timeout_s)
+
     def _on_store(self, event) -> int:
-        """Spool the instance durably, queue it for the model, answer at once (0xA700 if the disk fails)."""
+        """Refuse what can never be answered; spool the rest durably and answer at once (0xA700 if the disk fails)."""
+        status, f, why = receive.check(event)
+        caller = event.assoc.requestor.ae_title
+        if status is not None or f is None:
+            receive.discard(f)
+            log.warning("refused an instance from %s: 0x%04X (%s)", caller, status, why)
+            return status if status is not None else receive.CANNOT_UNDERSTAND
         name = f"{uuid.uuid4().hex}.dcm"
+        sop_hash = uid_hash(event.request.AffectedSOPInstanceUID)
         try:
-            data = event.encoded_dataset(include_meta=True)
-            _write_durably(self.spool.inbox / name, data)
-            sop_hash = uid_hash(event.request.AffectedSOPInstanceUID)
+            receive.spool_into(f, self.spool.inbox / name)
             inbound_id = self.spool.add_inbound(sop_hash, name)
         except Exception as exc:  # noqa: BLE001 - answer the modality; it will resend
-            log.error("could not spool an instance from %s: %s", event.assoc.requestor.ae_title, type(exc).__name__)
-            return 0xA700
-        log.info("received #%d sop=%s from %s", inbound_id, sop_hash[:12], event.assoc.requestor.ae_title)
-        self.pool.submit(self._process, inbound_id, name)
+            receive.discard(f)
+            (self.spool.inbox / name).unlink(missing_ok=True)
+            log.error("could not spool an instance from %s: %s", caller, type(exc).__name__)
+            return receive.OUT_OF_RESOURCES
+        log.info("received #%d sop=%s from %s", inbound_id, sop_hash[:12], caller)
+        self._inbound_wake.set()
         return 0x0000
 
     # -- the model ----------------------------------------------------------------------------
-    def _process(self, inbound_id: int, name: str) -> None:
-        path = self.spool.inbox / name
-        t0 = time.perf_counter()
-        try:
-            outcome, queued = self._analyse(inbound_id, path, t0)
-        except Exception as exc:  # noqa: BLE001 - one bad instance must not stop the node
-            log.error("#%d: no result (%s)", inbound_id, type(exc).__name__)
-            self.audit.record(AuditRow(request_id=f"dicom-inbound:{inbound_id}", outcome="error", format="DICOM",
-                                       error_code="internal", latency_ms=(time.perf_counter() - t0) * 1e3))
-            outcome, queued = "error", []
-        self.spool.finish_inbound(inbound_id, outcome, queued)
-        path.unlink(missing_ok=True)
-        self._wake.set()
+    def _dispatch_loop(self) -> None:
+        """Hand due instances (new, resumed, retried after a backoff, requeued from dead/) to the workers."""
+        tmp, last_sweep = self.spool.root / "tmp", time.monotonic()
+        while not self._stopping.is_set():
+            self._inbound_wake.clear()
+            try:
+                with self._inflight_lock:
+                    for inbound_id, name, attempts in self.spool.due_inbound(time.time()):
+                        if inbound_id not in self._inflight:
+                            self._inflight.add(inbound_id)
+                            self.pool.submit(self._process, inbound_id, name, attempts)
+                if time.monotonic() - last_sweep > self.settings.timeout_s:
+                    receive.sweep(tmp, older_than_s=2 * self.settings.timeout_s + 5)
+                    last_sweep = time.monotonic()
+                nxt = self.spool.next_inbound_due()
+            except Exception as exc:  # noqa: BLE001 - e.g. the spool's disk is full: try again shortly
+                log.error("dispatcher: %s", type(exc).__name__)
+                nxt = None
+            self._inbound_wake.wait(1.0 if nxt is None else min(1.0, max(0.05, nxt - time.time())))
 
-    def _analyse(self, inbound_id: int, path: Path, t0: float) -> tuple[str, list[tuple[str, str]]]:
-        """One spooled instance through the analysis service (:mod:`pneumo.analysis`) → the SR/SC to send."""
+    def _process(self, inbound_id: int, name: str, attempts: int) -> None:
+        """One instance → results queued and one audit row; or a retry after a backoff (results not
+        written: disk full); or the dead-letter folder (cannot be answered, or out of attempts)."""
+        path, t0 = self.spool.inbox / name, time.perf_counter()
+        written: list[str] = []
+        try:
+            row, queued = self._analyse(inbound_id, path, t0, written)
+            self.spool.finish_inbound(inbound_id, row.outcome, queued)
+        except Exception as exc:  # noqa: BLE001 - one bad instance must not stop the node
+            for out_name in written:
+                (self.spool.outbox / out_name).unlink(missing_ok=True)
+            self._failed_try(inbound_id, path, attempts, exc, t0)
+        else:
+            self._record(row)
+            path.unlink(missing_ok=True)
+            self._wake.set()
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(inbound_id)
+
+    def _failed_try(self, inbound_id: int, path: Path, attempts: int, exc: Exception, t0: float) -> None:
+        s, why = self.settings, f"{type(exc).__name__}" + (f" errno {exc.errno}" if isinstance(exc, OSError) else "")
+        if isinstance(exc, OSError) and attempts + 1 < s.max_attempts and path.exists():
+            n = self.spool.retry_inbound(inbound_id, why, base_s=s.retry_base_s, max_s=s.retry_max_s)
+            log.warning("#%d: results not written (%s), attempt %d; retrying after a backoff", inbound_id, why, n)
+            return
+        try:
+            if path.exists():
+                path.replace(self.spool.dead / path.name)
+            self.spool.fail_inbound(inbound_id, why)
+        except Exception as exc2:  # noqa: BLE001 - the row stays 'received' and is retried
+            log.error("#%d: could not move to dead/ (%s)", inbound_id, type(exc2).__name__)
+            return
+        log.error("#%d: no result (%s); kept in dead/ (pneumo dicom-node --status --retry-dead)", inbound_id, why)
+        self._record(AuditRow(request_id=f"dicom-inbound:{inbound_id}", outcome="error", format="DICOM",
+                              model_name=self.model.name, model_version=self.model.version,
+                              model_sha256=self.model.weights_sha256, error_code="dead_letter",
+                              latency_ms=(time.perf_counter() - t0) * 1e3))
+
+    def _record(self, row: AuditRow) -> None:
+        """The film's one audit row, written once its final state is (results queued, or dead-letter)."""
+        try:
+            self.audit.record(row)
+        except Exception as exc:  # noqa: BLE001 - the film is answered; say the row is missing
+            log.error("audit row for %s not written (%s)", row.request_id[:18], type(exc).__name__)
+
+    def _analyse(self, inbound_id: int, path: Path, t0: float, written: list[str]) -> tuple[AuditRow, list]:
+        """One spooled instance through the analysis service (:mod:`pneumo.analysis`) → the SR/SC to send.
+
+        Result files are appended to ``written`` as they are made, so a failure part-way removes them.
+        """
         data = path.read_bytes()
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         sop_hash = uid_hash(header.SOPInstanceUID)
@@ -230,11 +313,13 @@ class DicomNode:
                 a = self.analyser.analyse(data, heatmap=True)
             except ImageError as exc:
                 refusal, row.error_code = str(exc).removeprefix("<bytes>: "), exc.code
+        del data
         pred = a.prediction if a is not None else None
+        flags = a.flags if a is not None else ([("not_a_radiograph", refusal or "")] if refusal else [])
+        row.flags = ",".join(c for c, _ in flags) or None
         if a is not None:
             if a.meta is not None:
                 row.width, row.height = a.meta.width, a.meta.height
-            row.flags = ",".join(c for c, _ in a.flags) or None
             if pred is not None:
                 row.ood_score, row.ood_flag = pred.ood_score, (pred.ood if m.has_gate else None)
                 row.population = pred.population
@@ -249,24 +334,29 @@ class DicomNode:
                 raise RuntimeError("no refusal but no accepted analysis")
             ev = a.evidence
             lines = results.caption(m, pred, ev.shows)
+            lines.insert(1, results.checks_line(pred, flags))
             if a.headline:
                 lines.insert(1, a.headline)
-            rgb = picture.render(a.pixels, ev.heatmap, lines)
-            queued.append(("sr", self._write(results.build_sr(header, m, pred, None, a.headline), inbound_id, "sr")))
-            queued.append(("sc", self._write(results.build_sc(header, m, rgb), inbound_id, "sc")))
+            film = a.display_pixels(picture.MAX_SIDE)
+            rgb = picture.render(a.pixels if film is None else film, ev.heatmap, lines)
+            sr = results.build_sr(header, m, pred, None, a.headline, flags=flags)
+            queued.append(("sr", self._write(sr, inbound_id, "sr", written)))
+            queued.append(("sc", self._write(results.build_sc(header, m, rgb), inbound_id, "sc", written)))
         elif self.settings.refused_sr:
-            queued.append(("sr", self._write(results.build_sr(header, m, pred, refusal), inbound_id, "sr")))
+            sr = results.build_sr(header, m, pred, refusal, flags=flags, refusal_code=row.error_code)
+            queued.append(("sr", self._write(sr, inbound_id, "sr", written)))
         row.latency_ms = (time.perf_counter() - t0) * 1e3
-        self.audit.record(row)
         p = "" if a is None or not a.accepted else f" p={a.probability:.4f} {a.decision}"
-        log.info("done #%d sop=%s outcome=%s%s%s in %.0f ms, %d result(s) queued", inbound_id, sop_hash[:12],
-                 row.outcome, f" ({row.error_code})" if row.error_code else "", p, row.latency_ms, len(queued))
-        return row.outcome, queued
+        log.info("done #%d sop=%s outcome=%s%s%s population=%s in %.0f ms, %d result(s) queued", inbound_id,
+                 sop_hash[:12], row.outcome, f" ({row.error_code})" if row.error_code else "", p,
+                 row.population or "-", row.latency_ms, len(queued))
+        return row, queued
 
-    def _write(self, ds, inbound_id: int, kind: str) -> str:
+    def _write(self, ds, inbound_id: int, kind: str, written: list[str]) -> str:
         name = f"{inbound_id}-{kind}-{uuid.uuid4().hex[:8]}.dcm"
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
+        written.append(name)
         _write_durably(self.spool.outbox / name, buf.getvalue())
         return name
 
@@ -274,9 +364,13 @@ class DicomNode:
     def _send_loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            due = self.spool.due(time.time())
+            try:
+                due = self.spool.due(time.time())
+                nxt = None if due else self.spool.next_due()
+            except Exception as exc:  # noqa: BLE001 - e.g. the spool's disk is full: try again shortly
+                log.error("sender: %s", type(exc).__name__)
+                due, nxt = [], None
             if not due:
-                nxt = self.spool.next_due()
                 self._wake.wait(1.0 if nxt is None else min(1.0, max(0.05, nxt - time.time())))
                 continue
             try:
@@ -334,13 +428,18 @@ def _on_rejected(event) -> None:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    """Write, fsync, then rename: a file in the spool is either whole or absent."""
+    """Write, fsync, then rename: a file in the spool is either whole or absent (the temp file is
+    removed when any step fails, e.g. a full disk)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 __all__ = ["DicomNode", "Destination", "NodeSettings"]

@@ -10,15 +10,14 @@ from __future__ import annotations
 import textwrap
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 from pneumo.data.preprocess import fit_long_side, resample
 from pneumo.explain import Evidence, explain_decision
+from pneumo.explain.render import blend_heat, legend_strip
 
 MAX_SIDE = 1024
-ALPHA = 0.5
-CMAP = "jet"
+ALPHA = 0.6  # the page's and the PDF's overlay opacity
 
 
 def evidence(bundle, pixels: np.ndarray, decision: str) -> Evidence:
@@ -41,17 +40,16 @@ def _fit(pixels: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def render(pixels: np.ndarray, heat: np.ndarray | None, lines: list[str]) -> np.ndarray:
     """``read_image`` pixels (+ heatmap, same ``H×W``) → ``H'×W'×3`` uint8 RGB for a Secondary Capture.
 
-    The film keeps its aspect (long side ≤ 1024); heat is blended in ``jet`` with opacity rising with
-    the heat, so cold regions show the untouched film. A legend bar sits at the right, ``lines`` of
-    text in a black band underneath.
+    The film keeps its aspect (long side ≤ 1024); the heat is laid over it in the one heat look of the
+    page, the PDF and the CLI (:func:`pneumo.explain.render.blend_heat`: no colour where there is no
+    evidence, yellow to red). A legend bar sits at the right, ``lines`` of text in a black band
+    underneath. ``heat`` may be at another resolution of the same film (it is resampled to fit).
     """
     img, hm = _fit(pixels, heat if heat is not None else np.zeros_like(pixels))
     h, w = img.shape
     grey = np.repeat(img[..., None], 3, axis=2)
     if heat is not None:
-        colour = colormaps[CMAP](hm)[..., :3].astype(np.float32)
-        a = (ALPHA * np.sqrt(hm))[..., None]
-        grey = grey * (1.0 - a) + colour * a
+        grey = blend_heat(grey, hm, ALPHA)
     film = (np.clip(grey, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
     font_px = max(14, min(28, w // 40))
@@ -65,16 +63,12 @@ def render(pixels: np.ndarray, heat: np.ndarray | None, lines: list[str]) -> np.
     canvas.paste(Image.fromarray(film, mode="RGB"), (0, 0))
     draw = ImageDraw.Draw(canvas)
 
-    if heat is not None:  # legend: a vertical jet bar, 'high' on top, 'low' at the bottom
+    if heat is not None:  # legend: the shared bar upright, strongest on top; black where no colour is drawn
         top, bottom, x0 = font_px * 2, h - font_px * 2, w + 12
-        ramp = np.linspace(1.0, 0.0, max(2, bottom - top))
-        bar = (colormaps[CMAP](ramp)[:, :3] * 255).astype(np.uint8)
-        bar_img = Image.fromarray(np.repeat(bar[:, None, :], 16, axis=1), mode="RGB")
+        bar_img = legend_strip(max(2, bottom - top), 16, background=(0, 0, 0)).rotate(90, expand=True)
         canvas.paste(bar_img, (x0, top))
-        draw.text((x0, top - font_px - 4), "high", fill=(255, 255, 255), font=small)
-        draw.text((x0, bottom + 4), "low", fill=(255, 255, 255), font=small)
-        draw.text((x0 + 22, (top + bottom) // 2), "strength\nof the\nevidence", fill=(255, 255, 255), font=small,
-                  anchor="lm")
+        draw.text((x0 + 22, top), "red:\nstrongest\nevidence", fill=(255, 255, 255), font=small)
+        draw.text((x0 + 22, bottom), "no colour:\nlittle or\nnone", fill=(255, 255, 255), font=small, anchor="ld")
 
     y = h + font_px // 2
     for i, line in enumerate(lines):

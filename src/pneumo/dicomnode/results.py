@@ -4,10 +4,11 @@ Why a Comprehensive SR and not TID 1500: TID 1500 (Measurement Report) is built 
 of tracked regions (measurement groups, tracking identifiers, finding sites); pneumo's answer is one
 image-level classification plus its provenance (model, weights, operating point, the gate) and a
 free-text caveat, which TID 1500 has no place for without contortions. A Comprehensive SR holds
-exactly that content tree and is stored and shown by every PACS that stores SR. Codes: DCM for the
-algorithm identification (TID 4019's Algorithm Name/Version) and the comment, SCT for the source
-image and the findings, and the private scheme ``99PNEUMO`` (PS3.16 8.2: local codes start with 99)
-for pneumo's own quantities.
+exactly that content tree and is stored and shown by every PACS that stores SR. Codes: standard
+ones (DCM, SCT, LOINC, UCUM) wherever a concept has one — the decision is DCM "Finding" = SCT
+Pneumonia/Normal, the threshold a DCM "CAD Operating Point" — and the private scheme ``99PNEUMO``
+(PS3.16 8.2: local codes start with 99; declared in CodingSchemeIdentificationSequence) only for the
+gate, the population check, the header policy and the refusal, which have none (docs/pacs.md).
 
 Why UIDs derived from the source instance: a result rebuilt after a crash gets the same UIDs, so a
 PACS sees a resend as the same object, never as a second report.
@@ -23,7 +24,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from pneumo.inference import NOT_A_CXR, Prediction
+from pneumo.dicomnode.header import sanitised
+from pneumo.inference import Prediction
 from pneumo.version import __version__
 
 SCHEME = "99PNEUMO"
@@ -40,26 +42,47 @@ def code(value: str, meaning: str, scheme: str = SCHEME) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value, scheme, meaning)
 
 
+# Standard codes wherever a concept has one (docs/pacs.md lists them, and why each private one is private).
 TITLE = code("18748-4", "Diagnostic imaging report", "LN")
-PROBABILITY = code("P-PNEU", "Probability of pneumonia")
-DECISION = code("DECISION", "Decision at the operating point")
-THRESHOLD = code("THRESHOLD", "Operating point (probability threshold)")
-VAL_SENS = code("VAL-SENS", "Validation sensitivity at the operating point")
-VAL_SPEC = code("VAL-SPEC", "Validation specificity at the operating point")
-GATE = code("GATE", "Chest X-ray gate")
-OOD_SCORE = code("OOD-SCORE", "Out-of-distribution score")
-REFUSAL = code("REFUSAL", "Reason no result is given")
-POPULATION = code("POPULATION", "Population check")
-WEIGHTS = code("WEIGHTS-SHA256", "Model weights SHA-256")
+FINDING = code("121071", "Finding", "DCM")  # the decision's concept name: what a RIS maps
+PROBABILITY = code("122157", "Probability", "DCM")  # of the finding pneumonia (SCT 233604007)
+THRESHOLD = code("111071", "CAD Operating Point", "DCM")
+RULE = code("111081", "CAD Operating Point Description", "DCM")
+VAL_SENS = code("111088", "Case Sensitivity", "DCM")
+VAL_SPEC = code("111090", "Case Specificity", "DCM")
+PARAMETERS = code("111002", "Algorithm Parameters", "DCM")  # carries the weights' SHA-256
+COMMENT = code("121106", "Comment", "DCM")
 UNIT = code("1", "no units", "UCUM")
 DECISIONS = {
     "PNEUMONIA": code("233604007", "Pneumonia", "SCT"),
     "NORMAL": code("17621005", "Normal", "SCT"),
-    NOT_A_CXR: code(NOT_A_CXR, "Not a chest X-ray"),
-    "NO_RESULT": code("NO_RESULT", "No result"),
 }
-GATE_PASSED = code("CHEST_XRAY", "Frontal chest X-ray")
-GATE_NONE = code("NO_GATE", "Not checked: the model has no chest X-ray gate")
+# Private (99PNEUMO): no standard concept exists for these (reasons in docs/pacs.md).
+GATE = code("GATE", "Chest X-ray gate")
+OOD_SCORE = code("OOD-SCORE", "Chest X-ray gate score")
+POPULATION = code("POPULATION", "Population check")
+HEADER = code("HEADER-POLICY", "Header policy check")
+REFUSAL = code("REFUSAL", "Reason no result is given")
+NOT_A_CXR_CODE = code("NOT-A-CXR", "Not a chest X-ray")
+GATE_PASSED = code("CHEST-XRAY", "Frontal chest X-ray")
+GATE_NONE = code("NO-GATE", "Not checked: the model has no chest X-ray gate")
+POPULATIONS = {
+    "typical": code("TYPICAL", "Like the validation films"),
+    "atypical": code("ATYPICAL", "Unlike the validation films"),
+    None: code("NOT-CHECKED", "Not checked"),
+}
+HEADER_FINDINGS = {  # pneumo.data.header_policy's codes
+    "not_a_radiograph": code("NOT-RADIOGRAPH", "Refused: not a projection radiograph"),
+    "lateral_view": code("LATERAL-VIEW", "Refused: lateral view"),
+    "other_body_part": code("OTHER-BODY-PART", "Refused: body part is not the chest"),
+    "age_outside_range": code("AGE-RANGE", "Flagged: age outside the validated range"),
+}
+HEADER_PASSED = code("HDR-PASSED", "Nothing in the header refuses or flags the film")
+REFUSALS = {  # the refusal's own code (a film refused before or by the model)
+    "not_a_chest_xray": NOT_A_CXR_CODE,
+    **{k: v for k, v in HEADER_FINDINGS.items() if k != "age_outside_range"},
+}
+NO_RESULT = code("NO-RESULT", "No result")
 
 
 @dataclass(frozen=True)
@@ -103,60 +126,88 @@ def _code(name: hd.sr.CodedConcept, value: hd.sr.CodedConcept) -> hd.sr.CodeCont
     return hd.sr.CodeContentItem(name=name, value=value, relationship_type="CONTAINS")
 
 
+def header_answer(flags, refusal_code: str | None = None) -> hd.sr.CodedConcept:
+    """The header policy's answer as a code: its first finding, or "passed"."""
+    codes_seen = [c for c, _ in flags] + ([refusal_code] if refusal_code else [])
+    return next((HEADER_FINDINGS[c] for c in codes_seen if c in HEADER_FINDINGS), HEADER_PASSED)
+
+
+def checks_line(pred: Prediction | None, flags) -> str:
+    """One burned-in line: the population check's and the header policy's answers."""
+    pop = POPULATIONS.get(pred.population if pred is not None else None, POPULATIONS[None]).meaning
+    return f"Population check: {pop.lower()}; header policy: {header_answer(flags).meaning.lower()}"
+
+
 def build_sr(source: Dataset, model: ModelInfo, pred: Prediction | None, refusal: str | None,
-             flagged: str | None = None) -> Dataset:
+             flagged: str | None = None, *, flags=(), refusal_code: str | None = None) -> Dataset:
     """The report for one source instance; ``refusal`` (a sentence) when no probability is given;
     ``flagged`` ("Outside the validated population — <reason>") for an answer outside what the model
-    was validated on.
+    was validated on; ``flags`` the analysis's ``(code, reason)`` list; ``refusal_code`` its code.
 
-    ``source`` needs its header only (patient, study and SOP attributes are copied from it).
+    ``source`` needs its header only; the patient and study attributes come from its sanitised copy
+    (:func:`pneumo.dicomnode.header.sanitised`), never from the raw source.
     """
+    src = sanitised(source)
     items = [
         _text(codes.DCM.AlgorithmName, model.name),
         _text(codes.DCM.AlgorithmVersion, f"{model.version} (pneumo {__version__})"),
-        _text(WEIGHTS, model.weights_sha256),
+        _text(PARAMETERS, f"weights SHA-256 {model.weights_sha256}"),
         hd.sr.ImageContentItem(
             name=codes.SCT.Source,
-            referenced_sop_class_uid=source.SOPClassUID,
-            referenced_sop_instance_uid=source.SOPInstanceUID,
+            referenced_sop_class_uid=src.SOPClassUID,
+            referenced_sop_instance_uid=src.SOPInstanceUID,
             relationship_type="CONTAINS",
         ),
+        _code(HEADER, header_answer(flags, refusal_code)),
     ]
     if pred is not None:
-        gate = DECISIONS[NOT_A_CXR] if pred.ood else (GATE_PASSED if model.has_gate else GATE_NONE)
+        gate = NOT_A_CXR_CODE if pred.ood else (GATE_PASSED if model.has_gate else GATE_NONE)
         items.append(_code(GATE, gate))
         if pred.ood_score is not None:
             items.append(_num(OOD_SCORE, pred.ood_score))
+    items.append(_code(POPULATION, POPULATIONS.get(pred.population if pred is not None else None,
+                                                   POPULATIONS[None])))
     if refusal is None and pred is not None:
-        if flagged:
-            items.append(_text(POPULATION, flagged))
         items += [
             _num(PROBABILITY, pred.probability),
-            _code(DECISION, DECISIONS[pred.decision]),
+            _code(FINDING, DECISIONS[pred.decision]),
             _num(THRESHOLD, pred.threshold),
-            _text(code("RULE", "Operating point rule"), model.rule),
+            _text(RULE, model.rule),
         ]
         if model.val_sensitivity is not None:
             items.append(_num(VAL_SENS, model.val_sensitivity))
         if model.val_specificity is not None:
             items.append(_num(VAL_SPEC, model.val_specificity))
+        if flagged:
+            items.append(_text(COMMENT, flagged))
     else:
-        decided = NOT_A_CXR if pred is not None and pred.ood else "NO_RESULT"
-        items += [_code(DECISION, DECISIONS[decided]), _text(REFUSAL, refusal or "no result")]
-    items.append(_text(codes.DCM.Comment, DISCLAIMER))
+        why = "not_a_chest_xray" if pred is not None and pred.ood else refusal_code
+        items += [_code(REFUSAL, REFUSALS.get(why or "", NO_RESULT)), _text(COMMENT, refusal or "no result")]
+    items.append(_text(COMMENT, DISCLAIMER))
     root = hd.sr.ContainerContentItem(name=TITLE)
     root.ContentSequence = hd.sr.ContentSequence(items, is_root=False)
-    return hd.sr.ComprehensiveSR(
-        evidence=[source],
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[src],
         content=root,
-        series_instance_uid=series_uid(source, model, "sr"),
+        series_instance_uid=series_uid(src, model, "sr"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(source, model, "sr"),
-        instance_number=int(source.get("InstanceNumber") or 1),
+        sop_instance_uid=result_uid(src, model, "sr"),
+        instance_number=int(src.get("InstanceNumber") or 1),
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description="pneumo AI result (decision support, not a diagnosis)",
     )
+    sr.CodingSchemeIdentificationSequence = [_private_scheme()]
+    return sr
+
+
+def _private_scheme() -> Dataset:
+    """Declares ``99PNEUMO`` (PS3.3 C.12.1.1.4): a private scheme must say whose it is."""
+    item = Dataset()
+    item.CodingSchemeDesignator = SCHEME
+    item.CodingSchemeName = "pneumo local codes"
+    item.CodingSchemeResponsibleOrganization = "pneumo project"
+    return item
 
 
 def caption(model: ModelInfo, pred: Prediction, shows: str) -> list[str]:
@@ -173,7 +224,9 @@ def caption(model: ModelInfo, pred: Prediction, shows: str) -> list[str]:
 
 
 def build_sc(source: Dataset, model: ModelInfo, rgb: np.ndarray) -> Dataset:
-    """The heatmap picture as a Secondary Capture in pneumo's own series of the source's study."""
+    """The heatmap picture as a Secondary Capture in pneumo's own series of the source's study
+    (patient and study attributes from the sanitised copy of ``source``)."""
+    source = sanitised(source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=rgb,
@@ -189,6 +242,7 @@ def build_sc(source: Dataset, model: ModelInfo, rgb: np.ndarray) -> Dataset:
         transfer_syntax_uid="1.2.840.10008.1.2.1",
     )
     sc.SeriesDescription = "pneumo heatmap (not for diagnosis)"
+    sc.Laterality = ""  # General Series, Type 2C: a chest film is not of one side; empty, never absent
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = "pneumo heatmap overlay: decision support, not a diagnosis"
     sc.DerivationDescription = "Model attention heatmap blended over the source film"
@@ -201,6 +255,6 @@ def build_sc(source: Dataset, model: ModelInfo, rgb: np.ndarray) -> Dataset:
 
 def _orientation(source: Dataset) -> tuple[str, str]:
     value = source.get("PatientOrientation")
-    if value is not None and len(value) == 2 and all(str(v) for v in value):
+    if value is not None and not isinstance(value, str) and len(value) == 2 and all(str(v) for v in value):
         return str(value[0]), str(value[1])
     return ("L", "F")  # a frontal chest film as displayed: rows run to the patient's left, columns to the feet

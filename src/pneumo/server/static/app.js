@@ -142,7 +142,7 @@ function checkSize(file) {
   return "";
 }
 
-async function analyse(file) {
+async function analyse(file, frame) {
   setError("");
   show($("result"), false);
   show($("result-details"), false);
@@ -153,9 +153,14 @@ async function analyse(file) {
   const body = new FormData();
   body.append("file", file, file.name);
   try {
-    const r = await fetch("/api/v1/predict?heatmap=true&display=true", { method: "POST", body });
+    const at = frame == null ? "" : `&frame=${frame}`;
+    const r = await fetch(`/api/v1/predict?heatmap=true&display=true${at}`, { method: "POST", body });
     let res;
     try { res = await r.json(); } catch { res = null; }
+    if (!r.ok && res && res.error && res.error.code === "dicom_multiframe") {  // a multi-frame file: ask which frame
+      const n = window.prompt(`${res.error.message}\nWhich frame should be analysed?`, "0");
+      if (n != null && /^\d+$/.test(n.trim())) { analyse(file, Number(n.trim())); return; }
+    }
     if (!r.ok) {
       const msg = res && res.error ? res.error.message : `The server answered ${r.status} ${r.statusText}.`;
       show($("viewer"), false);
@@ -253,9 +258,10 @@ function intake(files) {
   setError("");
   if (files.length === 0) return;
   if (files.length === 1) { analyse(files[0]); return; }
-  const n = PneumoBatch.start(files);
-  $("status").textContent = n ? `Batch of ${n} files started.` : "";
-  if (!n) setError("None of these files is a JPEG, PNG or DICOM image (by name).");
+  PneumoBatch.start(files).then((n) => {
+    $("status").textContent = n ? `Batch of ${n} files started.` : "";
+    if (!n) setError("None of these files is a JPEG, PNG or DICOM image (by content); see the skipped list.");
+  });
 }
 
 async function entryFiles(entry) {

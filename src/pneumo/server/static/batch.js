@@ -2,7 +2,16 @@
 // hundreds never floods the server, into a sortable table with CSV export. A row opens in the viewer.
 "use strict";
 
-const IMAGE_EXT = /\.(jpe?g|jpe|png|dcm|dicom)$/i;
+// Files are taken by their content, not their name: PACS exports are often DICOM without an extension.
+async function pneumoKind(file) {
+  if (file.size === 0) return { ok: false, why: "empty file" };
+  const b = new Uint8Array(await file.slice(0, 132).arrayBuffer());
+  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return { ok: true };  // JPEG
+  if (b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return { ok: true };  // PNG
+  if (b.length >= 132 && String.fromCharCode(b[128], b[129], b[130], b[131]) === "DICM") return { ok: true };
+  if ((b[0] === 0x08 || b[0] === 0x02) && b[1] === 0x00 && b[3] === 0x00) return { ok: true };  // DICOM without preamble
+  return { ok: false, why: "not a JPEG, PNG or DICOM file (by its content)" };
+}
 
 function pneumoGate(res) {
   if (!res) return "";
@@ -148,8 +157,29 @@ const PneumoBatch = (() => {
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   }
 
-  function start(files) {
-    const picked = files.filter((f) => IMAGE_EXT.test(f.name));
+  function showSkipped(skipped) {
+    let box = $("batch-skipped");
+    if (!box) {
+      box = document.createElement("details");
+      box.id = "batch-skipped";
+      $("batch-status").after(box);
+    }
+    box.hidden = !skipped.length;
+    const summary = document.createElement("summary");
+    summary.textContent = `${skipped.length} file(s) skipped`;
+    const list = document.createElement("ul");
+    list.append(...skipped.map(({ file, why }) => {
+      const li = document.createElement("li");
+      li.textContent = `${file.webkitRelativePath || file.name}: ${why}`;
+      return li;
+    }));
+    box.replaceChildren(summary, list);
+  }
+
+  async function start(files) {
+    const kinds = await Promise.all(files.map((f) => pneumoKind(f).catch(() => ({ ok: false, why: "could not be read" }))));
+    const picked = files.filter((f, i) => kinds[i].ok);
+    showSkipped(files.map((file, i) => ({ file, why: kinds[i].why })).filter((_, i) => !kinds[i].ok));
     rows = picked.map((file) => ({ file, state: "waiting", res: null, error: null }));
     queue = rows.slice();
     sortKey = null;
