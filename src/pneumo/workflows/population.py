@@ -61,11 +61,14 @@ def fit_discriminator(x_in: np.ndarray, x_out: np.ndarray, c: float = 0.01):
     return mean, scale, lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
 
 
-def choose_thresholds(p_cal: np.ndarray, d_cal: np.ndarray, typical_target: float) -> tuple[float, float]:
-    """``(flag_probability, flag_distance)`` keeping ≥ ``typical_target`` of the calibration films typical:
-    the distance keeps its 99.5th percentile, the probability takes the rest of the budget."""
+def choose_thresholds(p_cal: np.ndarray, d_cal: np.ndarray, typical_target: float,
+                      gate_refused: np.ndarray | None = None) -> tuple[float, float]:
+    """``(flag_probability, flag_distance)`` keeping ≥ ``typical_target`` of the calibration films typical
+    (films the gate refuses count against it): the distance keeps its 99.5th percentile, the probability
+    takes the rest of the budget."""
     fd = float(np.quantile(d_cal, 0.995, method="higher"))
-    inside = np.sort(p_cal[d_cal <= fd])
+    keep = d_cal <= fd if gate_refused is None else (d_cal <= fd) & ~gate_refused
+    inside = np.sort(p_cal[keep])
     need = int(np.ceil(typical_target * len(p_cal)))
     if need > len(inside):
         raise DatasetError(f"population thresholds: the distance alone flags more than {1 - typical_target:.1%}")
@@ -79,7 +82,8 @@ def build(fit_in: dict, cal_in: dict, ext: dict, typical_target: float = 0.975, 
     mean, scale, coef, b = fit_discriminator(x_in, x_out, c)
     model = PopulationModel(mean, scale, coef, b, 0.5, 1.0, np.inf, 1.0)
     p_cal = model.p_other(stack_views(cal_in["embedding"], cal_in["stats"], cal_in["gate"]))
-    model.flag_probability, model.flag_distance = choose_thresholds(p_cal, cal_in["ood_score"], typical_target)
+    model.flag_probability, model.flag_distance = choose_thresholds(p_cal, cal_in["ood_score"], typical_target,
+                                                                    cal_in["gate_score"] > gate_threshold)
     chest_d = np.concatenate([cal_in["ood_score"], ext["ood_score"], fit_in["ood_score"]])
     chest_g = np.concatenate([cal_in["gate_score"], ext["gate_score"]])
     model.refuse_distance = float(1.5 * chest_d.max())
