@@ -113,3 +113,50 @@ def test_monitor_counts_flags_by_reason():
     assert s["flags_by_reason"] == {"atypical_population": 2, "age_outside_range": 1, "not_a_chest_xray": 1,
                                     "far_outside_population": 1}
     assert s["flagged"] == 2 and s["flagged_rate"] == pytest.approx(2 / 3, abs=1e-4)  # rates are rounded
+
+
+@pytest.mark.slow
+def test_population_fit_end_to_end(tiny_bundle, small_manifest, small_samples, tmp_path):
+    """fit_population on a real (tiny) bundle: the model is saved, recorded as derived, loaded by the
+    Predictor, and measured on a held-out source; a bundle without the external folder is refused."""
+    import csv
+
+    from pneumo.errors import ConfigError
+    from pneumo.inference import Predictor, fit_ood
+    from pneumo.inference.gate import copy_gate
+    from pneumo.workflows.population import fit_population
+
+    external = Path(__import__("os").environ.get("PNEUMO_EXTERNAL") or REPO.parent / "shared" / "data" / "external_dev")
+    if not (external / "labels.csv").is_file():
+        pytest.skip(f"external development images not present at {external}")
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    shutil.copy(small_manifest, bundle / "training_manifest.csv")
+    fit_ood(bundle, [s for s in small_samples if s.split == "train"], [s for s in small_samples if s.split == "val"])
+    copy_gate(DEFAULT, bundle)  # the gate does not depend on the model
+    with (external / "labels.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["set"] == "cxr_other"]
+    by_source: dict[str, list[dict]] = {}
+    for r in rows:
+        by_source.setdefault(r["source_repo"], []).append(r)
+    few = tmp_path / "ext"
+    few.mkdir()
+    with (few / "labels.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "set", "source_repo"])
+        w.writeheader()
+        for rs in by_source.values():
+            for r in rs[:12]:
+                w.writerow({"path": str(external / r["path"]), "set": "cxr_other", "source_repo": r["source_repo"]})
+    with pytest.raises(ConfigError, match="--external"):
+        fit_population(bundle, external=None)
+    block = fit_population(bundle, external=few, n_fit=40, shifts=["mirror (left-right)", "blur σ 1 px"])
+    meta = read_meta(bundle)
+    assert {k: v for k, v in meta["population"].items() if k != "weights_sha256"} == block and block["fitted"]
+    assert meta["population"]["weights_sha256"] == meta["weights_sha256"]  # tied to the weights it reads
+    assert meta["derived"]["population.safetensors"]["sha256"] == block["sha256"]
+    assert len(block["held_out_sources"]) == 2 and all(r["n"] == 12 for r in block["held_out_sources"].values())
+    assert block["val_shifted"]["typical"] >= 0.975 - 1e-9
+    pred = Predictor(bundle)
+    assert pred.population is not None
+    p = pred.predict([read_image(small_samples[0].path)[0]])[0]
+    assert p.population in ("typical", "atypical", "far") and p.population_score is not None
