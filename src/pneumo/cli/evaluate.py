@@ -93,7 +93,7 @@ def calibrate(bundle, data, split, method, prevalence, as_json):
     """Fit the calibration on a held-out split (or re-target its prevalence) and store it in pneumo.json.
 
     Refuses (exit 2, bundle unchanged) a split with fewer than 30 images of a class, one the model ranks
-    perfectly, or a fit whose temperature leaves 0.05–20: such a set cannot determine a calibration.
+    perfectly, or a fit that puts most films at probability 0 or 1: such a set cannot determine one.
     """
     from pneumo.bundle import read_meta
     from pneumo.evaluation.calibration import calibrate_bundle, set_prevalence

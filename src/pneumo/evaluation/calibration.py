@@ -39,7 +39,11 @@ LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
 # model's spread), and the two classes must overlap: when every PNEUMONIA logit is above every NORMAL one
 # the likelihood keeps rising as T → 0, so the "fit" is the search bound, not a property of the model.
 MIN_PER_CLASS = 30
-TEMPERATURE_RANGE = (0.05, 20.0)  # a fitted T outside it means the set, not the model, decided it
+# After a fit, probabilities this close to 0 or 1 are "certain"; more than half the set certain means the
+# fit degenerated (issue 21's had every one). Scale-free, unlike a bound on T: a weak model's logits span
+# a tenth of a strong one's and legitimately need T ≈ 0.03. The shipped model: 0.0% of its val set.
+CERTAIN = 1e-6
+MAX_CERTAIN_SHARE = 0.5
 
 
 def nll(logit: np.ndarray, y: np.ndarray, temperature: float, bias: float = 0.0) -> float:
@@ -149,11 +153,14 @@ def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: s
     else:
         t, b = fit_temperature(logits, y), 0.0
     at_bound = bool(min(abs(np.log(t) - lb) for lb in LOG_T_BOUNDS) < 1e-3)
-    if at_bound or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
+    p = calibrated_probability(logits, t, b)
+    certain = float(np.mean((p < CERTAIN) | (p > 1 - CERTAIN)))
+    if at_bound or certain > MAX_CERTAIN_SHARE:
         raise DatasetError(
-            f"calibration refused: the fitted temperature {t:.3g} is outside {TEMPERATURE_RANGE[0]:g}–"
-            f"{TEMPERATURE_RANGE[1]:g} (the set, not the model, decided it); the bundle is unchanged. Needed: a "
-            "larger held-out split whose classes overlap in score, e.g. the training manifest's val split")
+            f"calibration refused: the fit (T {t:.3g}, bias {b:+.3g}) puts {certain:.0%} of the films at probability "
+            f"0 or 1{' and T hit its search limit' if at_bound else ''}: the set, not the model, decided it; the "
+            "bundle is unchanged. Needed: a larger held-out split whose classes overlap in score, e.g. the training "
+            "manifest's val split")
     summary = calibration_summary(logits, y, bundle.temperature, t, bundle.bias, b)
     fitted_prevalence = float(y.mean())
     target = fitted_prevalence if prevalence is None else float(prevalence)

@@ -145,7 +145,7 @@ def _calibration(meta: dict) -> list[str]:
             f"- Fitted on: {cal.get('data', NR)}"
             + (f" ({cal['n_normal']} NORMAL / {cal['n_pneumonia']} PNEUMONIA)" if "n_normal" in cal else "")
             + ". `pneumo calibrate` refuses sets with fewer than 30 films of a class, sets the model ranks "
-            "perfectly, and fits whose temperature leaves 0.05–20.",
+            "perfectly, and fits that put most films at probability 0 or 1.",
             f"- **Probabilities assume a pneumonia prevalence of {fmt(prev, 3)}**"
             + (f" (fitted at {fmt(cal.get('fitted_prevalence'), 3)}, the calibration split's)"
                if prev is not None else "")

@@ -43,7 +43,8 @@ EXTERNAL_SET = "cxr_other"
 
 def copy_like_training(pixels: np.ndarray) -> np.ndarray:
     """What the shared training copies went through: stretched to 224×224, 8-bit JPEG at quality 75."""
-    im = Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)).resize((224, 224), Image.Resampling.BICUBIC)
+    im = Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8))
+    im = im.resize((224, 224), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     im.convert("RGB").save(buf, "JPEG", quality=75)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"), dtype=np.float32) / 255.0
