@@ -4,7 +4,7 @@ Why a verb that writes the bundle rather than a per-command ``--policy`` flag: e
 predict``, the Python API, the server, the DICOM node) builds its :class:`~pneumo.analysis.Analyser`
 from the bundle, so an override recorded there reaches all of them at once, and it is visible where
 the model is described (``pneumo.json`` → ``header_policy.overridden`` and ``header_policy.history``,
-the model card, ``/api/v1/model``). Nothing is changed silently: each change is printed and logged.
+the model card). Nothing is changed silently: each change is printed and logged.
 """
 
 from __future__ import annotations
