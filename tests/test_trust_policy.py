@@ -50,6 +50,9 @@ def _dicom(pixels: np.ndarray, age: str) -> bytes:
 def test_policy_override_is_recorded_and_applied(tiny_bundle, val_originals, tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
+    from pneumo.evaluation.card import write_card
+
+    write_card(bundle)
     data = _dicom(read_image(val_originals[0].path)[0][::4, ::4], "010Y")
     assert Analyser(bundle).analyse(data).code == "age_outside_range"  # 10 years: outside 1–5 (+1)
     res = CliRunner().invoke(cli, ["policy", str(bundle), "--set", "age_years=0,18", "--note", "site study 2027"])
@@ -58,6 +61,7 @@ def test_policy_override_is_recorded_and_applied(tiny_bundle, val_originals, tmp
     block = read_meta(bundle)["header_policy"]
     assert block["age_years"] == [0.0, 18.0] and block["overridden"] == ["age_years"]
     assert block["history"][-1]["note"] == "site study 2027"
+    assert "Overridden by the site**: age_years" in (bundle / "MODEL_CARD.md").read_text()  # card rewritten
     assert Analyser(bundle).analyse(data).code != "age_outside_range"  # every surface builds its Analyser so
     res = CliRunner().invoke(cli, ["policy", str(bundle), "--json"])
     assert json.loads(res.stdout)["overridden"] == ["age_years"]

@@ -65,6 +65,10 @@ def policy(bundle, changes, reset, note, as_json):
         block = {**new.to_dict(), "history": history}
         update_meta(bundle, header_policy=block)
         current = new
+        if (Path(bundle) / "MODEL_CARD.md").exists():  # the card says what the bundle now applies
+            from pneumo.evaluation.card import write_card
+
+            write_card(bundle)
         if not as_json:
             click.echo(f"{bundle}/pneumo.json: header policy "
                        + ("reset to the default" if reset else f"overridden ({', '.join(new.overridden)})")
