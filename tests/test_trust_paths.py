@@ -191,3 +191,36 @@ def test_python_api_inputs(model, val_originals, tmp_path):
         (folder / Path(s.path).name).write_bytes(Path(s.path).read_bytes())
     many = model.predict(folder)
     assert [Path(a.path).name for a in many] == sorted(p.name for p in folder.iterdir())
+
+
+def test_a_film_too_far_outside_is_refused_on_every_path(films, tmp_path):
+    """The second line behind the gate: an atypical film the gate was unsure about is refused, not answered.
+    Here the refusal level is lowered to 0 in a copy of the bundle, so other hospitals' films reach it."""
+    import shutil
+
+    from pneumo.inference.population import PopulationModel
+    from pneumo.workflows.population import save_population
+
+    bundle = tmp_path / "b"
+    shutil.copytree(DEFAULT, bundle, ignore=shutil.ignore_patterns("training_manifest.csv"))
+    m = PopulationModel.load(bundle)
+    m.refuse_gate = 0.0
+    save_population(bundle, m, {k: v for k, v in read_meta_block(bundle).items() if k != "weights_sha256"})
+    path = next(p for n, p in films.items() if n.startswith("ext-"))
+    a = pneumo.load(bundle).predict(path)
+    assert a.status == "refused" and a.code == "far_outside_population" and a.probability is None
+    assert a.headline.startswith("Outside the validated population — too far outside")
+    app = create_app(bundle, ServerSettings(audit_db=str(tmp_path / "a.sqlite"), threads=1))
+    with TestClient(app, base_url="http://localhost") as c:
+        web = c.post("/api/v1/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
+    assert web["status"] == "refused" and web["headline"] == a.headline and web["probability"] is None
+    assert web["population"]["value"] == "far" and web["flags"][0]["code"] == "far_outside_population"
+    res = CliRunner().invoke(cli, ["predict", str(bundle), str(path), "--json"])
+    row = json.loads(res.stdout)["rows"][0]
+    assert row["status"] == "refused" and row["reason"] == a.headline and row["decision"] == "REFUSED"
+
+
+def read_meta_block(bundle: Path) -> dict:
+    from pneumo.bundle import read_meta
+
+    return read_meta(bundle)["population"]
