@@ -8,7 +8,7 @@ away. So the check adds a **discriminator trained with outlier exposure**: a log
 films, over three views pneumo already computes — the model's embedding, :func:`image_statistics` and
 the gate's exposure-normalised layout features (:func:`gate_features`). Measured with one external
 source held out it flags 92–98% of the held-out source (the one-class distance on the same features:
-31–52%), see ``docs/inference.md``.
+26–52%), see ``docs/inference.md``.
 
 Guarding against the shortcut "resized copy vs original": the training films are 224-px resized JPEG
 copies, real films arrive as originals. Every feature is computed from a ≤224-px stretched view, and
