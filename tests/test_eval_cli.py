@@ -126,10 +126,24 @@ def test_evaluate_manifest_default_out_subgroups_and_unreadable(tiny_bundle, sma
     assert "Sensitivity" in res.output and (tmp_path / "plain" / "metrics.json").exists()
 
 
-def test_calibrate_stores_temperature_and_keeps_decisions(tiny_bundle, small_manifest, tmp_path):
+@pytest.fixture(scope="module")
+def calibration_manifest(dataset, small_samples, tmp_path_factory) -> Path:
+    """45 NORMAL + 45 PNEUMONIA training films the tiny model never saw, labelled split 'val': enough of each
+    class, and the tiny model's scores overlap on them (a set a calibration can be fitted on)."""
+    from conftest import pick_subset
+    from pneumo.data.discover import Sample
+
+    seen = {s.path for s in small_samples}
+    pool = [s for s in dataset.select("train") if s.path not in seen]
+    picked = [Sample(s.path, s.label, "val", s.patient_id, s.pathogen, s.patient_from_name)
+              for s in pick_subset(pool, 45, seed=3)]
+    return write_manifest(picked, tmp_path_factory.mktemp("calib") / "calib.csv")
+
+
+def test_calibrate_stores_temperature_and_keeps_decisions(tiny_bundle, calibration_manifest, tmp_path):
     b = _copy_bundle(tiny_bundle, tmp_path / "cal")
     before = load_bundle(b)
-    res = _invoke("calibrate", b, "--data", small_manifest, "--split", "val", "--json")
+    res = _invoke("calibrate", b, "--data", calibration_manifest, "--split", "val", "--json")
     assert res.exit_code == 0, res.output
     block = json.loads(res.stdout)
     after = load_bundle(b)
@@ -138,6 +152,25 @@ def test_calibrate_stores_temperature_and_keeps_decisions(tiny_bundle, small_man
     assert cal["split"] == "val" and cal["n"] > 0 and "fitted" in cal
     assert cal["ece_after"] <= cal["ece_before"] + 1e-9 or cal["brier_after"] <= cal["brier_before"] + 1e-9
     assert after.threshold_logit == before.threshold_logit  # decisions unchanged
+    assert cal["n_normal"] == 45 and cal["n_pneumonia"] == 45 and "calib.csv" in cal["data"]
+
+
+def test_calibrate_refuses_a_set_too_small_or_too_separable(tiny_bundle, data_root, small_manifest, tmp_path):
+    """Issue 21: the 16 official val films gave T = 0.018, b = +45.6 and 0/1 probabilities; now refused,
+    one line, exit 2, pneumo.json byte-identical."""
+    b = _copy_bundle(tiny_bundle, tmp_path / "cal")
+    before = sha256_file(b / "pneumo.json")
+    res = _invoke("calibrate", b, "--data", data_root, "--split", "val")
+    assert res.exit_code == 2, res.output
+    assert "8 NORMAL and 8 PNEUMONIA" in res.output and "at least 30 of each" in res.output
+    assert sha256_file(b / "pneumo.json") == before
+    from pneumo.errors import DatasetError
+    from pneumo.evaluation.calibration import check_fittable
+
+    logits = np.r_[np.linspace(-3, -1, 40), np.linspace(1, 3, 40)]  # every PNEUMONIA above every NORMAL
+    with pytest.raises(DatasetError, match="ranks all 80 images perfectly"):
+        check_fittable(logits, np.r_[np.zeros(40), np.ones(40)])
+    check_fittable(logits[::-1], np.r_[np.zeros(40), np.ones(40)])  # overlapping (here: reversed) is fittable
 
 
 def test_compare_two_bundles_paired_tests(tiny_bundle, data_root, tmp_path):

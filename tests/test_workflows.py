@@ -26,7 +26,22 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(small_manifest, tmp_path_factory):
+def recipe_manifest(dataset, small_samples, tmp_path_factory) -> Path:
+    """The small subset plus 32 + 32 validation films it does not hold: `pneumo calibrate` refuses fewer
+    than 30 films of a class (issue 21), and the bundle workflow calibrates on the validation split."""
+    from conftest import pick_subset
+    from pneumo.data import write_manifest
+    from pneumo.data.discover import Sample
+
+    seen = {s.path for s in small_samples}
+    extra = [Sample(s.path, s.label, "val", s.patient_id, s.pathogen, s.patient_from_name)
+             for s in pick_subset([s for s in dataset.select("train") if s.path not in seen], 32, seed=5)]
+    return write_manifest([*small_samples, *extra], tmp_path_factory.mktemp("recipe-data") / "m.csv")
+
+
+@pytest.fixture(scope="module")
+def built(recipe_manifest, tmp_path_factory):
+    small_manifest = recipe_manifest
     tmp = tmp_path_factory.mktemp("recipe")
     recipe = tmp / "recipe.yaml"
     recipe.write_text(
@@ -85,7 +100,8 @@ def test_manifest_paths_are_relative_and_load(built):
     assert all(s.path.is_file() for s in index.samples)
 
 
-def test_finished_members_are_reused_not_retrained(built, small_manifest):
+def test_finished_members_are_reused_not_retrained(built, recipe_manifest):
+    small_manifest = recipe_manifest
     recipe, out, runs, _ = built
     weights = runs / "members" / "a" / "bundle" / "model.safetensors"
     before = weights.stat().st_mtime_ns

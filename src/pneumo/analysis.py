@@ -46,6 +46,7 @@ REFUSED_HEADLINE = {
     "lateral_view": "Not a frontal chest X-ray",
     "not_a_radiograph": "Not a chest X-ray",
     "other_body_part": "Not a chest X-ray",
+    "far_outside_population": "Outside the validated population",
 }
 FLAGGED_HEADLINE = "Outside the validated population"
 NO_GATE_WARNING = "This model has no chest-X-ray gate: the image was not verified to be a chest X-ray."
@@ -247,7 +248,9 @@ class Analyser:
         size = self.bundle.spec.size
         for a, p in zip(films, preds, strict=True):
             a.prediction = p
-            if p.ood:
+            if p.ood and p.population == "far":
+                a.flags.insert(0, ("far_outside_population", p.reason or "too far outside the validated films"))
+            elif p.ood:
                 a.flags.insert(0, ("not_a_chest_xray", p.reason or "it does not look like a frontal chest X-ray"))
             elif p.population == "atypical":
                 a.flags.append(("atypical_population", population_reason(p, self.predictor)))
@@ -261,13 +264,15 @@ class Analyser:
 
 def _status(flags: list[tuple[str, str]], p: Prediction) -> tuple[Status, str | None, str | None]:
     if p.ood:
-        return "refused", "not_a_chest_xray", flags[0][1]
+        return "refused", flags[0][0], flags[0][1]
     if flags:
         return "flagged", flags[0][0], flags[0][1]
     return "decided", None, None
 
 
 def population_reason(p: Prediction, predictor: Predictor) -> str:
+    if p.population_reason:  # the population model's own words (which view, which limit)
+        return f"the film is unlike those the model was validated on: {p.population_reason}"
     det = predictor.ood_detector
     limit = f" (limit {det.threshold:.2f})" if det is not None else ""
     score = "" if p.population_score is None else f"; population score {p.population_score:.2f}{limit}"

@@ -53,15 +53,17 @@ META = "pneumo.json"
 ONNX = "model.onnx"
 INT8_ONNX = "model.int8.onnx"
 OOD = "ood.safetensors"
+POPULATION = "population.safetensors"  # the population discriminator (inference.population): reads the embedding
 CARD = "MODEL_CARD.md"
 DERIVED = "derived"
-DERIVED_FILES = (ONNX, INT8_ONNX, OOD, CARD)
+DERIVED_FILES = (ONNX, INT8_ONNX, OOD, POPULATION, CARD)
 # pneumo.json blocks computed from the weights: stamped with the weights' sha256 when written.
-DERIVED_BLOCKS = ("onnx", "ood", "calibration")
+DERIVED_BLOCKS = ("onnx", "ood", "population", "calibration")
 REBUILD = {
     ONNX: "run `pneumo export {b}`",
     INT8_ONNX: "run `pneumo export {b} --int8`",
     OOD: "retrain the bundle, or delete {f} to run without the out-of-distribution check",
+    POPULATION: "run `pneumo population fit {b} --external DIR`, or delete {f} to use the Mahalanobis check alone",
     CARD: "run `pneumo card {b}`",
 }
 # Files are written readable by others (a service user, a read-only container mount): mkstemp's 0600

@@ -101,7 +101,11 @@ def evaluate(bundle, data, split, out, n_boot, seed, gallery, backend, as_json):
 @json_option
 @run_safely
 def calibrate(bundle, data, split, method, prevalence, as_json):
-    """Fit the calibration on a held-out split (or re-target its prevalence) and store it in pneumo.json."""
+    """Fit the calibration on a held-out split (or re-target its prevalence) and store it in pneumo.json.
+
+    Refuses (exit 2, bundle unchanged) a split with fewer than 30 images of a class, one the model ranks
+    perfectly, or a fit that puts most films at probability 0 or 1: such a set cannot determine one.
+    """
     from pneumo.bundle import read_meta
     from pneumo.evaluation.calibration import calibrate_bundle, set_prevalence
 
@@ -115,8 +119,9 @@ def calibrate(bundle, data, split, method, prevalence, as_json):
                    f"(fitted at {block['fitted_prevalence']:.3f}; bias {block['bias']:+.4f})")
         click.echo("decisions are unchanged: the operating point is a logit")
         return
-    _, samples, split = _load(data, split)
-    block = calibrate_bundle(bundle, samples, split=split, progress=not as_json, method=method, prevalence=prevalence)
+    path, samples, split = _load(data, split)
+    block = calibrate_bundle(bundle, samples, split=split, progress=not as_json, method=method, prevalence=prevalence,
+                             data_description=f"{path} split {split!r}")
     if as_json:
         emit_json(block)
         return

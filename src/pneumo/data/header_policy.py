@@ -32,6 +32,16 @@ LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT", "LLD", "RLD", "XTABLE", "LLO", "R
 # SNOMED codes of the view (ViewCodeSequence) that mean a lateral projection.
 LATERAL_VIEW_CODES = ("R-10232", "R-10236", "399198007", "399173006", "260434000", "399067008")
 CHEST_PARTS = ("CHEST", "THORAX", "LUNG", "PORTABLECHEST", "CHESTABDOMEN", "TSPINE", "")
+# Keys of the ``header_policy`` block that describe it rather than set it (``pneumo policy`` writes them).
+RECORD_KEYS = ("history", "about")
+AGE_TOLERANCE_NOTE = (
+    "Validated ages 1-5 years (Kermany et al.: children aged one to five). With the 1-year tolerance a film "
+    "is inside when 0 <= age < 6 years and flagged 'outside the validated population' from 6 years on: the "
+    "source states ages in whole years, so a child of 5 years 11 months is inside '1-5', and infants under "
+    "one are anatomically closer to the validated films than a school child is. Age is read from PatientAge, "
+    "else StudyDate - PatientBirthDate; a film without either is not flagged by age (the image-based "
+    "population check still runs). Ages flag, never refuse. A site changes the range with `pneumo policy "
+    "BUNDLE --set age_years=LO,HI` (recorded in header_policy.overridden and .history).")
 AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
 
 
@@ -80,7 +90,11 @@ class HeaderPolicy:
             return cls()
         if not isinstance(block, dict):
             raise ConfigError(f"pneumo.json: 'header_policy' must be an object, got {type(block).__name__}")
-        return cls().with_overrides(block, record=False)
+        return cls().with_overrides({k: v for k, v in block.items() if k not in RECORD_KEYS}, record=False)
+
+    def block(self) -> dict:
+        """The ``pneumo.json`` → ``header_policy`` block: :meth:`to_dict` plus why the age tolerance is what it is."""
+        return {**self.to_dict(), "about": AGE_TOLERANCE_NOTE}
 
     def with_overrides(self, changes: dict, record: bool = True) -> HeaderPolicy:
         """A copy with ``changes`` applied (keys as in :meth:`to_dict`); ``record`` lists them as overridden."""

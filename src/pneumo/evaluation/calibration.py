@@ -33,6 +33,17 @@ from pneumo.evaluation.runner import predict_samples
 from pneumo.inference import Predictor
 
 LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
+# What a calibration set must hold before a fit is stored (issue 21: 16 official val films, all ranked
+# correctly, fitted T = 0.018 and b = +45.6, after which every probability was 0 or 1). Each class needs
+# enough images for its mean log-odds to be estimated (30 per class ≈ ±0.35 on the bias at the shipped
+# model's spread), and the two classes must overlap: when every PNEUMONIA logit is above every NORMAL one
+# the likelihood keeps rising as T → 0, so the "fit" is the search bound, not a property of the model.
+MIN_PER_CLASS = 30
+# After a fit, probabilities this close to 0 or 1 are "certain"; more than half the set certain means the
+# fit degenerated (issue 21's had every one). Scale-free, unlike a bound on T: a weak model's logits span
+# a tenth of a strong one's and legitimately need T ≈ 0.03. The shipped model: 0.0% of its val set.
+CERTAIN = 1e-6
+MAX_CERTAIN_SHARE = 0.5
 
 
 def nll(logit: np.ndarray, y: np.ndarray, temperature: float, bias: float = 0.0) -> float:
@@ -72,6 +83,24 @@ def fit_platt(logit, y) -> tuple[float, float]:
     return float(np.exp(np.clip(res.x[0], *LOG_T_BOUNDS))), float(res.x[1])
 
 
+def check_fittable(logit, y, min_per_class: int = MIN_PER_CLASS) -> None:
+    """Refuse (:class:`DatasetError`, one line saying what is needed) a set a calibration cannot be fitted on:
+    fewer than ``min_per_class`` images of either class, or classes the logits separate perfectly."""
+    logit = np.asarray(logit, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if min(n_pos, n_neg) < min_per_class:
+        raise DatasetError(
+            f"calibration refused: {n_neg} NORMAL and {n_pos} PNEUMONIA images; it needs at least "
+            f"{min_per_class} of each (a held-out split by patient, e.g. the training manifest's val split); "
+            "the bundle is unchanged")
+    if logit[y == 1].min() > logit[y == 0].max():
+        raise DatasetError(
+            f"calibration refused: the model ranks all {len(y)} images perfectly, so the fit has no optimum "
+            "(temperature → 0, every probability 0 or 1); it needs a larger or harder held-out set in which "
+            "some NORMAL and PNEUMONIA scores overlap; the bundle is unchanged")
+
+
 def retarget_prevalence(bias: float, from_prevalence: float, to_prevalence: float) -> float:
     """The bias that gives the same model's probabilities at ``to_prevalence`` instead (Bayes' rule on the prior)."""
     for name, p in (("from_prevalence", from_prevalence), ("to_prevalence", to_prevalence)):
@@ -98,12 +127,15 @@ def calibration_summary(logit, y, t_before: float, t_after: float, b_before: flo
 
 def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: str | None = None,
                      progress: bool = False, logits: np.ndarray | None = None, method: str = "platt",
-                     prevalence: float | None = None) -> dict:
+                     prevalence: float | None = None, data_description: str | None = None) -> dict:
     """Fit the calibration on ``samples`` and store it (plus a ``calibration`` block) in ``pneumo.json``.
 
     The probabilities are calibrated at the samples' own prevalence, then re-targeted to
     ``prevalence`` when one is given. Returns the calibration block. ``logits`` may be given to skip
-    prediction (e.g. from training). Unreadable images are skipped and counted.
+    prediction (e.g. from training). Unreadable images are skipped and counted. A set too small or
+    too separable to fit (:func:`check_fittable`, :data:`TEMPERATURE_RANGE`) raises
+    :class:`DatasetError` before anything is written. ``data_description`` says where the images came
+    from (stored as ``calibration.data``).
     """
     if method not in ("platt", "temperature"):
         raise DatasetError(f"calibration method must be platt or temperature, got {method!r}")
@@ -115,13 +147,20 @@ def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: s
         samples = [s for s, k in zip(samples, ok, strict=True) if k]
         logits = logits[ok]
     y = np.array([s.label for s in samples], dtype=np.float64)
-    if len(set(y.tolist())) < 2:
-        raise DatasetError(f"calibration needs both NORMAL and PNEUMONIA images; got {len(y)} of one class")
+    check_fittable(logits, y)
     if method == "platt":
         t, b = fit_platt(logits, y)
     else:
         t, b = fit_temperature(logits, y), 0.0
     at_bound = bool(min(abs(np.log(t) - lb) for lb in LOG_T_BOUNDS) < 1e-3)
+    p = calibrated_probability(logits, t, b)
+    certain = float(np.mean((p < CERTAIN) | (p > 1 - CERTAIN)))
+    if at_bound or certain > MAX_CERTAIN_SHARE:
+        raise DatasetError(
+            f"calibration refused: the fit (T {t:.3g}, bias {b:+.3g}) puts {certain:.0%} of the films at probability "
+            f"0 or 1{' and T hit its search limit' if at_bound else ''}: the set, not the model, decided it; the "
+            "bundle is unchanged. Needed: a larger held-out split whose classes overlap in score, e.g. the training "
+            "manifest's val split")
     summary = calibration_summary(logits, y, bundle.temperature, t, bundle.bias, b)
     fitted_prevalence = float(y.mean())
     target = fitted_prevalence if prevalence is None else float(prevalence)
@@ -133,7 +172,10 @@ def calibrate_bundle(bundle_dir: str | Path, samples: Sequence[Sample], split: s
         "fitted_bias": b,
         "prevalence": target,
         "split": split or (samples[0].split if samples else None),
+        "data": data_description,
         "n": int(len(y)),
+        "n_normal": int((y == 0).sum()),
+        "n_pneumonia": int((y == 1).sum()),
         "n_unreadable": len(skipped),
         "at_bound": at_bound,  # T hit its search limit: the logits carry (almost) no usable signal
         **{k: v for k, v in summary.items() if k != "temperature"},

@@ -145,6 +145,10 @@ def _calibration(meta: dict) -> list[str]:
             f"- {cal.get('method', 'Temperature scaling')} fitted on split `{cal.get('split')}` "
             f"({cal.get('n')} images) on {cal.get('fitted', NR)}: T = {fmt(float(meta.get('temperature', 1.0)), 3)}, "
             f"bias {fmt(float(meta.get('calibration_bias', 0.0)), 3)}",
+            f"- Fitted on: {cal.get('data', NR)}"
+            + (f" ({cal['n_normal']} NORMAL / {cal['n_pneumonia']} PNEUMONIA)" if "n_normal" in cal else "")
+            + ". `pneumo calibrate` refuses sets with fewer than 30 films of a class, sets the model ranks "
+            "perfectly, and fits that put most films at probability 0 or 1.",
             f"- **Probabilities assume a pneumonia prevalence of {fmt(prev, 3)}**"
             + (f" (fitted at {fmt(cal.get('fitted_prevalence'), 3)}, the calibration split's)"
                if prev is not None else "")
@@ -224,6 +228,9 @@ def _gate(meta: dict) -> list[str]:
     if ood.get("fitted") and not gate.get("fitted"):
         out.append(f"- A Mahalanobis score on the model's features "
                    f"(threshold {ood.get('threshold', float('nan')):.3g}) refuses films unlike the training X-rays.")
+    pop = meta.get("population") or {}
+    if pop.get("fitted") and gate.get("fitted"):
+        out += _population(pop)
     elif ood.get("fitted"):
         out.append(f"- *Is it like the films the model was validated on?* A Mahalanobis score on the model's "
                    f"features (threshold {ood.get('threshold', float('nan')):.3g}, "
@@ -231,6 +238,56 @@ def _gate(meta: dict) -> list[str]:
                    "Above it the answer is given with `population: atypical` and the warning "
                    "\"outside the population this model was validated on: results may be unreliable\".")
     return out
+
+
+def _population(pop: dict) -> list[str]:
+    """The population check's card lines: method, thresholds, what it was fitted on, measured rates."""
+    def r(x: dict | None) -> str:
+        return NR if not x else (f"typical {x['typical']:.1%}, flagged {x['flagged']:.1%}, refused "
+                                 f"{x['refused']:.1%} of {x['n']}")
+    ff = pop.get("fit_films") or {}
+    lines = [
+        f"- *Is it like the films the model was validated on?* {pop.get('method', NR)}. A film is `atypical` — "
+        "answered, but led everywhere by \"Outside the validated population — <reason>\" — when P(other population) > "
+        f"{fmt(pop.get('flag_probability'), 3)} or the distance > {fmt(pop.get('flag_distance'), 2)}; it is "
+        f"**refused** as too far outside when atypical with a gate score > {fmt(pop.get('refuse_gate'), 2)}, or "
+        f"at a distance > {fmt(pop.get('refuse_distance'), 1)}.",
+        f"- Fitted on: {ff.get('in_population', NR)}; other populations: {ff.get('other_populations', NR)} "
+        f"(sources: {', '.join(pop.get('external_sources') or []) or NR}); thresholds on {ff.get('thresholds', NR)} "
+        f"(target {fmt(pop.get('typical_target'), 3)} typical).",
+        f"- Validation films under every acquisition shift: {r(pop.get('val_shifted'))}; official val originals "
+        f"(full resolution, never fitted): {r(pop.get('val_originals'))}.",
+    ]
+    for src, x in (pop.get("held_out_sources") or {}).items():
+        lines.append(f"- Refitted without `{src}`, that source's films: {r(x)}.")
+    lines.append("- Not measured here: pediatric films from other hospitals (no such source in the fitting data); "
+                 "treat the figures above as what the check does on sources like the ones it saw.")
+    return lines
+
+
+def _header_policy(meta: dict) -> list[str]:
+    """The DICOM header policy (read before any pixel): what is refused, what is flagged, what a site changed."""
+    hp = meta.get("header_policy")
+    if not hp:
+        return ["## DICOM header policy",
+                "- Not recorded in this bundle: pneumo's defaults apply (see docs/inference.md)."]
+    age = hp.get("age_years")
+    lines = ["## DICOM header policy (read before any pixel is decoded)",
+             f"- Refused: Modality other than {', '.join(hp.get('modalities') or [])}; "
+             + ("lateral views (ViewPosition / view code); " if hp.get("refuse_lateral") else "")
+             + f"BodyPartExamined other than {', '.join(p for p in hp.get('body_parts') or [] if p) or NR}.",
+             ("- Flagged \"Outside the validated population\": patient age outside "
+              f"{age[0]:g}–{age[1]:g} years with a tolerance of {hp.get('age_tolerance_years', 0):g} year(s)."
+              if age else "- Age is not checked."),
+             "- A missing attribute is never a reason (anonymised films often carry none)."]
+    if hp.get("about"):
+        lines.append(f"- Why this tolerance: {hp['about']}")
+    if hp.get("overridden"):
+        last = (hp.get("history") or [{}])[-1]
+        lines.append(f"- **Overridden by the site**: {', '.join(hp['overridden'])} "
+                     f"(last change {last.get('at', NR)}"
+                     + (f": {last.get('note')}" if last.get("note") else "") + ").")
+    return lines
 
 
 def render_card(meta: dict, ev: dict | None = None, n_params: str = NR, kept: list[str] | None = None) -> str:
@@ -259,6 +316,7 @@ def render_card(meta: dict, ev: dict | None = None, n_params: str = NR, kept: li
         *_evaluation(meta, ev, kept),
         *_calibration(meta),
         *_gate(meta),
+        *_header_policy(meta),
         "## Known limitations", LIMITATIONS,
         "## Ethical considerations", ETHICS,
         "## Citation",

@@ -35,8 +35,9 @@ from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess
 from pneumo.errors import BundleError, ConfigError, PneumoError
 from pneumo.inference.gate import ChestGate
-from pneumo.inference.gate_features import geometry_reason
+from pneumo.inference.gate_features import gate_features, geometry_reason
 from pneumo.inference.ood import OODDetector, image_statistics
+from pneumo.inference.population import Assessment, PopulationModel, stack_views
 
 NOT_A_CXR = "NOT_A_CHEST_XRAY"
 
@@ -57,7 +58,10 @@ class Prediction:
     ``ood_score`` is the refusal score (the gate's P(not a chest X-ray), or the Mahalanobis score for
     a bundle without a gate). ``population`` is ``'atypical'`` when the film is unlike the model's
     validation films (``population_score`` above its threshold): the answer stands, with a warning.
-    ``None`` when refused or when the bundle has no population model.
+    ``None`` when refused or when the bundle has no population model. With a population model
+    (:mod:`pneumo.inference.population`) ``population_score`` is 1.0 at the flag limit,
+    ``population_reason`` says why a film is atypical, and ``population == 'far'`` marks a film refused
+    for being too far outside (``ood`` true, ``reason`` = ``population_reason``).
     """
 
     logit: float
@@ -69,6 +73,7 @@ class Prediction:
     population: str | None = None
     population_score: float | None = None
     reason: str | None = None
+    population_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +155,9 @@ class Predictor:
         self.checks = ood
         self.ood_detector: OODDetector | None = OODDetector.load(self.bundle) if ood else None
         self.gate: ChestGate | None = ChestGate.load(self.bundle) if ood else None
+        self.population: PopulationModel | None = (
+            PopulationModel.load(self.bundle) if ood and self.gate is not None and self.ood_detector is not None
+            else None)
 
     @property
     def refusal_threshold(self) -> float | None:
@@ -287,17 +295,32 @@ class Predictor:
 
     def _fill_predictions(self, done: list[Outcome], pixels: list[np.ndarray], batch: np.ndarray) -> None:
         pop: list[float | None]
+        found: list[Assessment | None] = [None] * len(pixels)
         if self.ood_detector is None:
             logits, pop = self.logits(batch), [None] * len(pixels)
         else:
             logits, emb = self.logits_and_embeddings(batch)
             stats = np.stack([image_statistics(p) for p in pixels]) if self.ood_detector.uses_image_stats else None
             pop = [float(v) for v in self.ood_detector.score(emb, stats)]
-        for o, v, p, s in zip(done, logits, pixels, pop, strict=True):
+            if self.population is not None and self.gate is not None and stats is not None:
+                found = self._assess(pixels, emb, stats, pop)
+        for o, v, p, s, a in zip(done, logits, pixels, pop, found, strict=True):
             o.logit = float(v)
-            o.prediction = self._prediction(o.logit, p, s)
+            o.prediction = self._prediction(o.logit, p, s, a)
 
-    def _prediction(self, logit: float, pixels: np.ndarray, pop: float | None) -> Prediction:
+    def _assess(self, pixels: list[np.ndarray], emb: np.ndarray, stats: np.ndarray,
+                distances: list[float | None]) -> list[Assessment | None]:
+        """The population model's answers (gate features computed once, for films of a plausible shape)."""
+        assert self.population is not None and self.gate is not None
+        ok = [geometry_reason(*p.shape) is None for p in pixels]
+        gf = np.stack([gate_features(p) if k else np.zeros(len(self.gate.mean))
+                       for p, k in zip(pixels, ok, strict=True)])
+        found = self.population.assess(stack_views(emb, stats, gf), np.array(distances, dtype=np.float64),
+                                       self.gate.score(gf))
+        return [a if k else None for a, k in zip(found, ok, strict=True)]
+
+    def _prediction(self, logit: float, pixels: np.ndarray, pop: float | None,
+                    found: Assessment | None = None) -> Prediction:
         det = self.ood_detector  # ``pop`` is its score, ``None`` without one
         prob = float(self.probabilities(np.array([logit]))[0])
         out = Prediction(logit, prob, "PNEUMONIA" if logit >= self.bundle.threshold_logit else "NORMAL",
@@ -310,10 +333,14 @@ class Predictor:
                 out.ood_score = pop
                 if pop > det.threshold:
                     out.reason = out.reason or "unlike the training X-rays (no chest-X-ray gate in this bundle)"
+        if out.reason is None and found is not None:  # the population model: typical, atypical, or too far to answer
+            out.population, out.population_score, out.population_reason = found.status, found.score, found.reason
+            if found.status == "far":
+                out.reason = found.reason
+        elif out.reason is None and pop is not None and det is not None:
+            out.population = "atypical" if pop > det.threshold else "typical"
         if out.reason is not None:
             out.ood, out.decision = True, NOT_A_CXR
-        elif pop is not None and det is not None:
-            out.population = "atypical" if pop > det.threshold else "typical"
         return out
 
 

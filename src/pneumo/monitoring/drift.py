@@ -137,6 +137,11 @@ def group_stats(rows: list[dict], reference: dict | None, calib: tuple[float, fl
                  if r.get("outcome") != "error" and r.get("latency_ms") is not None]
     positives = sum(1 for r in rows if r.get("outcome") == "ok" and r.get("decision") == "PNEUMONIA")
     probs = _scores(rows, model_sha)
+    # every reason a film was flagged or refused for (analysis codes: atypical_population, age_outside_range,
+    # not_a_chest_xray, far_outside_population, lateral_view, ...); a row can carry several
+    reasons = Counter(code for r in rows if r.get("outcome") != "error"
+                      for code in (r.get("flags") or "").split(",") if code)
+    flagged = sum(1 for r in rows if r.get("outcome") == "ok" and r.get("flags"))
     out = {
         "requests": len(rows),
         "images": len({r["image_sha256"] for r in rows if r.get("image_sha256")}),
@@ -146,6 +151,9 @@ def group_stats(rows: list[dict], reference: dict | None, calib: tuple[float, fl
         "error_codes": dict(Counter(r.get("error_code") or "unknown" for r in rows if r.get("outcome") == "error")),
         "refusal_rate": _rate(outcomes["refused_ood"], answered),
         "atypical_rate": _rate(atypical, with_population) if has_population else None,
+        "flagged": flagged,
+        "flagged_rate": _rate(flagged, outcomes["ok"]),
+        "flags_by_reason": dict(reasons.most_common()),
         "positive_rate": _rate(positives, outcomes["ok"]),
         "error_rate": _rate(outcomes["error"], len(rows)),
         "latency_p50_ms": _pct(latencies, 50),

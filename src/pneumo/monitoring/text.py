@@ -26,6 +26,9 @@ def format_summary(s: dict) -> str:
         f"requests {o['requests']} ({o['images']} images) · errors {o['errors']} ({_rate(o['error_rate'])})",
         f"refused {_rate(o['refusal_rate'])} · atypical {_rate(o['atypical_rate'])} "
         f"· positive {_rate(o['positive_rate'])}{ref_pos}",
+        f"flagged (answered outside the validated population) {o.get('flagged', 0)} "
+        f"({_rate(o.get('flagged_rate'))}) · reasons: "
+        + (", ".join(f"{k} {v}" for k, v in (o.get("flags_by_reason") or {}).items()) or "none"),
         f"latency p50 {_num(o['latency_p50_ms'], 0)} ms · p95 {_num(o['latency_p95_ms'], 0)} ms",
         f"scores: {o['n_scored']} images · PSI {_num(o['psi'])} · KS {_num(o['ks'])}"
         + (f" (p {o['ks_p']:.3g})" if o["ks_p"] is not None else "")

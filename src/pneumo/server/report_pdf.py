@@ -83,6 +83,26 @@ def _gate_lines(resp: PredictResponse) -> list[tuple[str, str]]:
     return lines
 
 
+def verdict_lines(resp: PredictResponse) -> tuple[str, str | None, tuple[int, int, int]]:
+    """``(first line, secondary line, colour)``: the same wording as the page. A refused or flagged film
+    leads with the service's headline ("Not a chest X-ray - <reason>", "Outside the validated population
+    - <reason>"); a flagged film's probability follows as a secondary line, never as the verdict."""
+    status = getattr(resp, "status", None)
+    verdict = VERDICTS.get(resp.label, resp.label)
+    headline = getattr(resp, "headline", None)
+    if status == "refused":
+        return headline or verdict, None, (87, 96, 106)
+    if status == "flagged" and headline:
+        answer = VERDICTS.get(resp.label, resp.label)
+        prob = f" - probability {_pct(resp.probability)} (threshold {_pct(resp.threshold)})" \
+            if resp.probability is not None else ""
+        return headline, (f"The model's answer, not validated for films like this one: {answer}{prob}. "
+                          "Do not rely on it."), (154, 103, 0)
+    if resp.probability is not None:
+        verdict += f" - probability {_pct(resp.probability)} (threshold {_pct(resp.threshold)})"
+    return verdict, None, {"PNEUMONIA": (180, 35, 24), "NORMAL": (26, 127, 55)}.get(resp.label, (87, 96, 106))
+
+
 def _facts(resp: PredictResponse, filename: str | None = None) -> list[tuple[str, str]]:
     op = resp.operating_point
     point = f"probability >= {_pct(op.threshold)}" + (f" (rule: {op.rule})" if op.rule else "")
@@ -90,7 +110,7 @@ def _facts(resp: PredictResponse, filename: str | None = None) -> list[tuple[str
         point += f"; on validation: sensitivity {_pct(op.val_sensitivity)}, specificity {_pct(op.val_specificity)}"
     im = resp.image
     return [
-        ("Decision", VERDICTS.get(resp.label, resp.label)),
+        ("Decision", verdict_lines(resp)[0].split(" - probability")[0]),
         ("Probability of pneumonia", _pct(resp.probability) if resp.probability is not None else "not given (refused)"),
         ("Operating point", point),
         *_gate_lines(resp),
@@ -155,13 +175,13 @@ def build_report(resp: PredictResponse, analysis: Rendered, meta: dict, filename
     pdf.set_text_color(0)
     pdf.ln(2)
     pdf.set_font("Helvetica", "B", 14)
-    colour = {"PNEUMONIA": (180, 35, 24), "NORMAL": (26, 127, 55)}.get(resp.label, (87, 96, 106))
+    verdict, secondary, colour = verdict_lines(resp)
     pdf.set_text_color(*colour)
-    verdict = VERDICTS.get(resp.label, resp.label)
-    if resp.probability is not None:
-        verdict += f" - probability {_pct(resp.probability)} (threshold {_pct(resp.threshold)})"
     pdf.multi_cell(full, 7, latin1(verdict), new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0)
+    if secondary:
+        pdf.set_font("Helvetica", size=9)
+        pdf.multi_cell(full, 4.5, latin1(secondary), new_x="LMARGIN", new_y="NEXT")
     note = prevalence_note(meta) if resp.probability is not None else ""
     if note:
         pdf.set_font("Helvetica", size=10)
@@ -208,7 +228,7 @@ def build_report(resp: PredictResponse, analysis: Rendered, meta: dict, filename
         pdf.set_font("Helvetica", size=8)
         for w in resp.warnings:
             pdf.multi_cell(full, 4, latin1("- " + w), new_x="LMARGIN", new_y="NEXT")
-    if resp.message:
+    if resp.message and resp.message != verdict:
         pdf.set_font("Helvetica", size=9)
         pdf.multi_cell(full, 4.5, latin1(resp.message), new_x="LMARGIN", new_y="NEXT")
     y = max(pdf.get_y() + 3, pdf.h - 36)

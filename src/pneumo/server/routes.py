@@ -263,9 +263,9 @@ def _population(engine: Engine, pred) -> PopulationResult:
     det = engine.predictor.ood_detector if engine.predictor.gate is not None else None
     if pred is None:
         return PopulationResult(available=False, value=None, score=None)
+    limit = None if det is None else 1.0 if engine.predictor.population is not None else det.threshold
     return PopulationResult(available=pred.population is not None, value=pred.population,
-                            score=pred.population_score if det is not None else None,
-                            threshold=det.threshold if det is not None else None)
+                            score=pred.population_score if det is not None else None, threshold=limit)
 
 
 async def _audit(audit: AuditStore, row: AuditRow, t0: float) -> None:

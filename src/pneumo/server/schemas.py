@@ -37,10 +37,12 @@ class OodResult(BaseModel):
 
 class PopulationResult(BaseModel):
     available: bool = Field(description="False when the bundle has no population model (or the image was refused).")
-    value: Literal["typical", "atypical"] | None = Field(
+    value: Literal["typical", "atypical", "far"] | None = Field(
         None, description="'atypical': a chest X-ray unlike the films the model was validated on; the answer "
-                          "stands, with a warning that it may be unreliable.")
-    score: float | None = Field(None, description="Mahalanobis score on the model's embedding (1 ≈ a typical film).")
+                          "is given, led by 'Outside the validated population'. 'far': too far outside to "
+                          "answer (the film is refused).")
+    score: float | None = Field(None, description="The population score: with a population model 1.0 at the flag "
+                                "limit (`threshold`); else the Mahalanobis score (1 ≈ a typical film).")
     threshold: float | None = None
 
 

@@ -34,8 +34,9 @@ from omegaconf import OmegaConf
 
 from pneumo.bundle import load_bundle, read_meta, update_meta
 from pneumo.data import load_dataset
+from pneumo.data.header_policy import HeaderPolicy
 from pneumo.data.manifest import write_manifest
-from pneumo.errors import ConfigError, TooFewImages
+from pneumo.errors import ConfigError, DatasetError, TooFewImages
 from pneumo.evaluation.calibration import calibrate_bundle
 from pneumo.evaluation.card import write_card
 from pneumo.evaluation.runner import evaluate_bundle
@@ -168,6 +169,7 @@ def finish_bundle(bundle: Path, runs: Path, *, calibration: dict | None = None, 
     index = load_dataset(bundle / MANIFEST)
     train_s, val_s = index.select("train"), index.select("val")
     fit_ood(bundle, train_s, val_s)
+    update_meta(bundle, header_policy=HeaderPolicy().block())  # visible in pneumo.json and the card
     if gate_from is not None:
         copy_gate(gate_from, bundle)
     else:
@@ -178,18 +180,41 @@ def finish_bundle(bundle: Path, runs: Path, *, calibration: dict | None = None, 
                           f"OTHER_BUNDLE {bundle}` (e.g. the shipped models/default) or `pneumo gate fit {bundle} "
                           "--data LARGER_DATASET`; until then only the geometry and population checks screen "
                           "inputs.", stacklevel=2)
-    calibrate_bundle(bundle, val_s, split="val", method=calibration["method"], prevalence=calibration["prevalence"])
+    try:
+        calibrate_bundle(bundle, val_s, split="val", method=calibration["method"],
+                         prevalence=calibration["prevalence"],
+                         data_description=f"{MANIFEST} split 'val' (validation carved from train by patient)")
+    except DatasetError as exc:  # too few or too separable validation films: uncalibrated beats degenerate
+        warnings.warn(f"{bundle}: not calibrated ({exc})", stacklevel=2)
     try:
         export_bundle(bundle, data=bundle / MANIFEST, int8=int8)
     except ConfigError as exc:  # int8 refused by its own rule: the fp32 model stands
         if "int8 model refused" not in str(exc):
             raise
+    _population(bundle, external)
     add_score_reference(bundle)  # the validation score distribution the drift monitor compares against
     eval_dir = None
     if evaluate:
         eval_dir = runs / "eval-val"
         evaluate_bundle(load_bundle(bundle), val_s, eval_dir, split="val", data_path=bundle / MANIFEST)
     return eval_dir
+
+
+def _population(bundle: Path, external: str | Path | None) -> None:
+    """Fit the population check (other hospitals' films flagged) when other-source chest films are at hand."""
+    from pneumo.workflows.population import fit_population
+
+    ext = external if external is not None else os.environ.get("PNEUMO_EXTERNAL") or None
+    if ext is None or not (bundle / "gate.safetensors").exists():
+        warnings.warn(f"no population model in {bundle} (needs a gate and --external / $PNEUMO_EXTERNAL): "
+                      "only the Mahalanobis distance flags films unlike the validated ones, and it misses most "
+                      f"other hospitals' films; add one with `pneumo population fit {bundle} --external DIR`",
+                      stacklevel=2)
+        return
+    try:
+        fit_population(bundle, external=ext)
+    except DatasetError as exc:
+        warnings.warn(f"no population model in {bundle}: {exc}", stacklevel=2)
 
 
 def _relocate(staging: Path, out: Path) -> None:

@@ -54,16 +54,46 @@ function labelText(res) {
   return ["Not a chest X-ray", "ood"];
 }
 
+// A refused or flagged film leads with the service's headline ("Not a chest X-ray — <reason>",
+// "Outside the validated population — <reason>"): the first words a reader sees say the answer is
+// missing or unvalidated; a flagged film's probability is only a secondary, small line.
+function headlineParts(res) {
+  const h = res.headline || "";
+  const i = h.indexOf(" — ");
+  return i < 0 ? [h, ""] : [h.slice(0, i), h.slice(i + 3)];
+}
+
+function secondaryLine() {
+  let el = $("secondary");
+  if (!el) {
+    el = document.createElement("p");
+    el.id = "secondary";
+    el.className = "secondary";
+    $("refusal").after(el);
+  }
+  return el;
+}
+
 function render(res) {
-  const [text, cls] = labelText(res);
   const label = $("label");
-  label.textContent = text;
-  label.className = "label " + cls;
-  const refused = res.label === "not_a_chest_xray";
-  show($("prob-block"), !refused);
-  show($("refusal"), refused);
-  $("refusal").textContent = refused ? res.message : "";
-  if (!refused) {
+  const status = res.status || (res.label === "not_a_chest_xray" ? "refused" : "decided");
+  const refused = status === "refused";
+  const flagged = status === "flagged";
+  const [head, why] = headlineParts(res);
+  const [verdict, cls] = labelText(res);
+  label.textContent = refused || flagged ? head || verdict : verdict;
+  label.className = "label " + (refused ? "ood" : flagged ? "flagged" : cls);
+  show($("prob-block"), status === "decided");
+  show($("refusal"), refused || flagged);
+  $("refusal").className = "refusal" + (flagged ? " flagged-why" : "");
+  $("refusal").textContent = refused || flagged ? (why || res.message || "") : "";
+  const second = secondaryLine();
+  show(second, flagged);
+  second.textContent = flagged
+    ? `The model's answer, not validated for films like this one: ${verdict.toLowerCase()} ` +
+      `(probability ${pct(res.probability)}, threshold ${pct(res.threshold)}). Do not rely on it.`
+    : "";
+  if (status === "decided") {
     $("prob").textContent = pct(res.probability);
     $("prob-fill").style.width = pct(res.probability);
     $("thr-mark").style.left = pct(res.threshold);
@@ -221,8 +251,8 @@ function history() {
 function remember(file, res, thumb) {
   const id = res.request_id;
   filesById.set(id, file);
-  const items = [{ id, name: file.name, time: new Date().toISOString(), label: res.label,
-                   probability: res.probability, thumb }, ...history()].slice(0, HISTORY_MAX);
+  const items = [{ id, name: file.name, time: new Date().toISOString(), label: res.label, status: res.status,
+                   headline: res.headline, probability: res.probability, thumb }, ...history()].slice(0, HISTORY_MAX);
   try { sessionStorage.setItem(HISTORY_KEY, JSON.stringify(items)); } catch {  // full: drop the pictures
     sessionStorage.setItem(HISTORY_KEY, JSON.stringify(items.map((i) => ({ ...i, thumb: null }))));
   }
@@ -244,7 +274,7 @@ function drawHistory() {
     const t = document.createElement("span");
     const when = new Date(it.time).toLocaleTimeString();
     const p = it.probability != null ? ` · ${pct(it.probability)}` : "";
-    t.textContent = `${when} · ${it.name} · ${pneumoVerdict(it.label)}${p}`;
+    t.textContent = `${when} · ${it.name} · ${pneumoStatusVerdict(it)}${p}`;
     b.append(t);
     if (file) b.addEventListener("click", () => analyse(file));
     li.append(b);

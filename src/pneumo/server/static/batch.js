@@ -28,6 +28,16 @@ function pneumoVerdict(label) {
     || label || "";
 }
 
+// What a row or a history entry says first: a flagged film leads with "Outside the validated population",
+// a refused one with its headline (issue 21: the verdict must never stand alone for such films).
+function pneumoStatusVerdict(res) {
+  if (!res) return "";
+  const head = (res.headline || "").split(" — ")[0];
+  if (res.status === "flagged") return `${head || "Outside the validated population"} (${pneumoVerdict(res.label).toLowerCase()})`;
+  if (res.status === "refused") return head || pneumoVerdict(res.label);
+  return pneumoVerdict(res.label);
+}
+
 const PneumoBatch = (() => {
   const $ = (id) => document.getElementById(id);
   const IN_FLIGHT = 2;
@@ -114,8 +124,9 @@ const PneumoBatch = (() => {
       open.addEventListener("click", (e) => { e.stopPropagation(); hooks.open(row.file); });
       first.append(open);
       tr.append(first);
-      const verdict = row.res ? pneumoVerdict(row.res.label) : row.state === "error" ? "Error: " + row.error : row.state + "…";
-      cell(tr, verdict).className = row.res ? { PNEUMONIA: "pos", NORMAL: "neg" }[row.res.label] || "ood" : "";
+      const verdict = row.res ? pneumoStatusVerdict(row.res) : row.state === "error" ? "Error: " + row.error : row.state + "…";
+      cell(tr, verdict).className = !row.res ? "" : row.res.status === "flagged" ? "flagged"
+        : { PNEUMONIA: "pos", NORMAL: "neg" }[row.res.label] || "ood";
       cell(tr, row.res && row.res.probability != null ? (row.res.probability * 100).toFixed(1) + "%" : "—");
       cell(tr, pneumoGate(row.res));
       tr.addEventListener("click", () => hooks.open(row.file));
@@ -140,12 +151,12 @@ const PneumoBatch = (() => {
   }
 
   function exportCsv() {
-    const head = ["file", "label", "probability", "threshold", "gate", "request_id", "error"];
+    const head = ["file", "status", "headline", "label", "probability", "threshold", "gate", "request_id", "error"];
     const lines = [head.join(",")];
     for (const r of rows) {
       const res = r.res || {};
-      lines.push([r.file.webkitRelativePath || r.file.name, res.label, res.probability, res.threshold,
-                  pneumoGate(r.res), res.request_id, r.error].map(csvField).join(","));
+      lines.push([r.file.webkitRelativePath || r.file.name, res.status, res.headline, res.label, res.probability,
+                  res.threshold, pneumoGate(r.res), res.request_id, r.error].map(csvField).join(","));
     }
     const url = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
     const a = document.createElement("a");

@@ -62,6 +62,7 @@ async function load() {
       ["Requests", `${o.requests} (${o.images} distinct images)`],
       ["Refused as not a chest X-ray", `${rate(o.refusal_rate)} (${o.refused})`],
       ["Atypical for the training population", o.atypical_rate == null ? "not recorded by this server" : rate(o.atypical_rate)],
+      ["Flagged or refused, by reason", Object.entries(o.flags_by_reason || {}).map(([k, v]) => `${k}: ${v}`).join(", ") || "none"],
       ["Reported as pneumonia", rate(o.positive_rate) + (ref && ref.positive_rate != null ? ` (validation: ${rate(ref.positive_rate)})` : "")],
       ["Errors", `${rate(o.error_rate)} (${o.errors})` + (o.errors ? " — " + Object.entries(o.error_codes).map(([k, v]) => `${k}: ${v}`).join(", ") : "")],
       ["Latency p50 / p95", `${fixed(o.latency_p50_ms, 0)} / ${fixed(o.latency_p95_ms, 0)} ms`],
