@@ -69,6 +69,7 @@ GATE_NONE = code("NO-GATE", "Not checked: the model has no chest X-ray gate")
 POPULATIONS = {
     "typical": code("TYPICAL", "Like the validation films"),
     "atypical": code("ATYPICAL", "Unlike the validation films"),
+    "far": code("FAR-OUTSIDE", "Too far outside the validation films to answer"),
     None: code("NOT-CHECKED", "Not checked"),
 }
 HEADER_FINDINGS = {  # pneumo.data.header_policy's codes
@@ -80,6 +81,7 @@ HEADER_FINDINGS = {  # pneumo.data.header_policy's codes
 HEADER_PASSED = code("HDR-PASSED", "Nothing in the header refuses or flags the film")
 REFUSALS = {  # the refusal's own code (a film refused before or by the model)
     "not_a_chest_xray": NOT_A_CXR_CODE,
+    "far_outside_population": POPULATIONS["far"],
     **{k: v for k, v in HEADER_FINDINGS.items() if k != "age_outside_range"},
 }
 NO_RESULT = code("NO-RESULT", "No result")
@@ -181,7 +183,7 @@ def build_sr(source: Dataset, model: ModelInfo, pred: Prediction | None, refusal
         if flagged:
             items.append(_text(COMMENT, flagged))
     else:
-        why = "not_a_chest_xray" if pred is not None and pred.ood else refusal_code
+        why = refusal_code or ("not_a_chest_xray" if pred is not None and pred.ood else None)
         items += [_code(REFUSAL, REFUSALS.get(why or "", NO_RESULT)), _text(COMMENT, refusal or "no result")]
     items.append(_text(COMMENT, DISCLAIMER))
     root = hd.sr.ContainerContentItem(name=TITLE)
