@@ -88,9 +88,7 @@ class Engine:
                 a = self.analyser.analyse(data, frame=frame, heatmap=True)
         else:
             a = self.analyser.analyse(data, frame=frame)
-        out = Rendered(a, warnings=list(a.warnings))
-        if a.status == "flagged" and a.headline:
-            out.warnings.append(a.headline + ": results may be unreliable.")
+        out = Rendered(a, warnings=list(a.warnings))  # the status and headline travel in their own fields
         film = a.display_pixels(self.settings.display_max_side) if (display or heatmap) else None
         if film is not None:
             out.display_png, out.display_size = self._display(film)
