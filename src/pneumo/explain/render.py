@@ -5,18 +5,25 @@ from __future__ import annotations
 import io
 import textwrap
 
-import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from pneumo.data.preprocess import fit_long_side, resample  # noqa: E402
-from pneumo.errors import ConfigError  # noqa: E402
+from pneumo.data.preprocess import fit_long_side, resample
+from pneumo.errors import ConfigError
 
 CMAP = "jet"
 MAX_SIDE = 1024
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first drawing: ``pneumo.load()`` + predict
+    (which imports this package for the analysis service) should not pay ~0.5 s for a plotting library."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _fit(a: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -42,6 +49,7 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, caption: str, alpha: fl
     lines = textwrap.wrap(caption, width=max(20, int(fig_w / (0.62 * fontsize * dpi / 72)))) or [""]
     bottom = int(len(lines) * fontsize * 1.5 * dpi / 72) + 16
     fig_h = h + top + bottom
+    plt = _pyplot()
     fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
     ax = fig.add_axes((left / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
@@ -70,7 +78,7 @@ def heatmap_rgba_png(heatmap: np.ndarray, size: tuple[int, int] | None = None) -
         if w < 1 or h < 1:
             raise ConfigError(f"size must be positive (width, height), got {size!r}")
         hm = np.clip(resample(hm, h, w), 0.0, 1.0)
-    rgba = plt.get_cmap(CMAP)(hm)
+    rgba = _pyplot().get_cmap(CMAP)(hm)
     rgba[..., 3] = np.sqrt(hm)  # faint heat stays faintly visible, cold areas fully transparent
     buf = io.BytesIO()
     Image.fromarray((rgba * 255).round().astype(np.uint8), mode="RGBA").save(buf, format="PNG", optimize=False)
