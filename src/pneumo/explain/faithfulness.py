@@ -16,6 +16,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from pneumo.decision import POSITIVE, decision_name
 from pneumo.explain.core import explain_tensor
 
 STEPS = 20
@@ -99,7 +100,7 @@ def faithfulness(
     per: dict[str, dict[str, list[float]]] = {m: {"deletion": [], "insertion": []} for m in [*methods, "random"]}
     for x in inputs:
         logit = float(_logits(model, np.asarray(x)[None])[0])
-        sign, target = (1.0, "pneumonia") if logit >= threshold_logit else (-1.0, "normal")
+        sign, target = (1.0, "pneumonia") if decision_name(logit, threshold_logit) == POSITIVE else (-1.0, "normal")
         maps = {m: explain(x, m, target) if explain else explain_tensor(model, x, method=m, target=target, layer=layer)
                 for m in methods}
         maps["random"] = random_map(np.shape(x)[-1], rng)

@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from pneumo.decision import decision_name
 from pneumo.explain.core import DEFAULT_METHOD, _normalise, explain_tensor
 
 DEFAULT_BOUND = 0.30  # issue 17: the default explanation must stay at or below this
@@ -65,7 +66,7 @@ def decision_targets(model: nn.Module, inputs: Sequence[np.ndarray], threshold_l
     """The class each input's map explains when the map shows the trained model's decision."""
     with torch.inference_mode():
         logits = model(torch.from_numpy(np.stack([np.asarray(x, np.float32) for x in inputs]))).reshape(-1)
-    return ["pneumonia" if float(z) >= threshold_logit else "normal" for z in logits]
+    return [decision_name(float(z), threshold_logit).lower() for z in logits]
 
 
 def sanity_check(
