@@ -31,8 +31,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +39,8 @@ from safetensors.torch import load_file, save_file
 
 from pneumo.data.discover import CLASS_NAMES
 from pneumo.data.preprocess import PreprocessSpec
-from pneumo.errors import BundleError, PneumoError
+from pneumo.errors import BundleError
+from pneumo.fsutil import FILE_MODE, atomic_write_bytes, atomic_write_json, replace_readable  # noqa: F401  (re-exported)
 from pneumo.models import PneumoNet, build_model
 from pneumo.version import __version__
 
@@ -62,11 +61,6 @@ REBUILD = {
     OOD: "retrain the bundle, or delete {f} to run without the out-of-distribution check",
     CARD: "run `pneumo card {b}`",
 }
-# Files are written readable by others (a service user, a read-only container mount): mkstemp's 0600
-# would make a bundle trained by one user unreadable by the one who serves it.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -75,45 +69,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so a kill mid-write never leaves a corrupt file.
-
-    The file gets the usual permissions (``0666 & ~umask``, e.g. 0644), not mkstemp's 0600."""
-    path = Path(path)
-    if path.is_dir():
-        raise PneumoError(f"{path}: is a directory; give a file name (e.g. {path / 'out.csv'})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_readable(tmp: str | Path, dest: str | Path) -> None:
-    """``os.replace`` after giving ``tmp`` the usual permissions: writers such as safetensors create 0600."""
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, dest)
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def calibrated_probability(logits, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
