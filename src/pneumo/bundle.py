@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file, save_file
 
+from pneumo.bundle_meta import check_meta
 from pneumo.data.discover import CLASS_NAMES
 from pneumo.data.preprocess import PreprocessSpec
 from pneumo.errors import BundleError
@@ -279,6 +280,7 @@ def load_bundle(path: str | Path) -> Bundle:
     """Rebuild the exact model from ``pneumo.json`` and load its weights (eval mode, CPU)."""
     path = Path(path)
     meta = read_meta(path)
+    check_meta(meta, path / META)  # a bad key fails here, in one line that names it
     weights = path / WEIGHTS
     if not weights.exists():
         raise BundleError(f"{path}: no {WEIGHTS}")
