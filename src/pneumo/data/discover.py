@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pneumo.data.sniff import ACCEPTED, IMAGE_SUFFIXES, sniff_file
@@ -59,12 +59,6 @@ class Sample:
     @property
     def group(self) -> str:
         return f"{self.split or ''}:{self.patient_id}"
-
-    def to_row(self) -> dict:
-        row = asdict(self)
-        row["path"] = str(self.path)
-        row.update(row.pop("extra"))
-        return row
 
 
 @dataclass

@@ -22,11 +22,6 @@ from scipy import stats
 
 from pneumo.decision import decide
 
-BOOT_METRICS = (
-    "auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
-    "ppv", "npv", "f1", "mcc", "brier", "ece",
-)
-
 
 def group_codes(groups: Sequence[str]) -> np.ndarray:
     """Patient keys → integer codes ``0..G-1`` (``N``)."""
