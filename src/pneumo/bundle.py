@@ -22,8 +22,9 @@ so a retrained bundle can never answer with its predecessor's ONNX model or OOD 
 computed on validation), ``temperature``, ``training_data`` {fingerprint, n_images, ...},
 ``validation_metrics``, plus optional ``calibration``, ``ood``, ``onnx``, ``training``.
 
-The operating point is stored as a **logit**: temperature scaling changes probabilities but never
-decisions, so the probability threshold is derived as ``sigmoid(logit / temperature)``.
+The operating point is stored as a **logit**: calibration (temperature ``T`` and Platt bias ``b``,
+``calibration_bias``) changes probabilities but never decisions, so the probability threshold is
+derived as ``sigmoid(logit / T + b)``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ chosen on validation data when the bundle was made and is never re-tuned on the 
 the only exception is :func:`oracle_threshold`, which is labelled as not a valid estimate.
 
 Inputs: ``y`` ``N`` labels (1 = PNEUMONIA), ``logit`` ``N`` raw logits, ``prob`` ``N`` calibrated
-probabilities (``sigmoid(logit / temperature)``). Ranking metrics use the logits (same order as the
-probabilities, no saturation).
+probabilities (``sigmoid(logit / temperature + bias)``, the bundle's calibration). Ranking metrics use
+the logits (same order as the probabilities, no saturation).
 """
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ class Predictor:
         return logit.float().numpy().reshape(-1), emb.float().numpy()
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities: ``sigmoid(logit / temperature)``."""
+        """Calibrated probabilities: ``sigmoid(logit / temperature + bias)`` (the bundle's Platt calibration)."""
         return self.bundle.probability(logits)
 
     # -- images: the one batch loop ----------------------------------------------------------
