@@ -42,3 +42,8 @@ def test_dicom_node_imports_no_web_framework():
     mods = _modules_after("import pneumo.dicomnode.node, pneumo.cli.dicom_node")
     assert "pneumo.server.audit_store" in mods
     assert not mods & {"fastapi", "starlette", "uvicorn", "fpdf", "pneumo.server.app", "pneumo.server.routes"}
+
+
+def test_audit_monitor_starts_without_torch():
+    mods = _modules_after("from pneumo.cli.serve import _default_bundle, monitor; _default_bundle()")
+    assert "torch" not in mods and "fastapi" not in mods

@@ -20,7 +20,7 @@ DEFAULT_DB = "pneumo-audit.sqlite"
 
 def _default_bundle() -> Path:
     """The shipped model (``$PNEUMO_MODEL`` or ``models/default``); a one-line error when there is none."""
-    from pneumo.inference import default_bundle_path  # lazy: keeps `pneumo --help` free of torch
+    from pneumo.data.locate import default_bundle_path  # torch-free: `audit monitor` starts without torch
 
     return Path(default_bundle_path())
 
@@ -186,6 +186,7 @@ def monitor(db, since, until, bundle, bucket, as_json):
     """
     import json
 
+    from pneumo.bundle_meta import check_meta
     from pneumo.errors import BundleError, ConfigError
     from pneumo.monitoring import Bounds, summarise
     from pneumo.monitoring.text import format_summary
@@ -198,6 +199,7 @@ def monitor(db, since, until, bundle, bucket, as_json):
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"{meta_path.parent}: not a readable model bundle ({exc})") from exc
+    check_meta(meta, meta_path)  # the typed check load_bundle makes, without loading the model
     lo, hi = parse_since(since), (parse_since(until) if until else None)
     store = AuditStore(db)
     try:
