@@ -17,7 +17,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from pneumo.decision import POSITIVE, decision_name
-from pneumo.explain.core import explain_tensor
+from pneumo.explain.core import explain_tensor, torch_score
 
 STEPS = 20
 # issue 17's targets for the default method: this far below / above the random map
@@ -26,9 +26,8 @@ INSERTION_MARGIN = 0.06
 
 
 def _logits(model: nn.Module, batch: np.ndarray) -> np.ndarray:
-    """``N×1×S×S`` → ``N`` pneumonia logits."""
-    with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy().reshape(-1)
+    """``N×1×S×S`` → ``N`` pneumonia logits (the one torch-on-numpy helper, :func:`torch_score`)."""
+    return torch_score(model)(batch)
 
 
 def _scores(model: nn.Module, batch: np.ndarray, sign: float) -> np.ndarray:
