@@ -38,7 +38,7 @@ def test_readme_quick_start_runs_as_written():
 def test_load_predicts_paths_pixels_and_lists_like_the_cli(tmp_path):
     model = pneumo.load()
     one = model.predict(FILM)
-    pixels = model.predict(read_image(FILM)[0])
+    pixels = model.predict(read_image(FILM, target=model.predictor.spec.size)[0])  # as the batch loop reads a path
     many = model.predict([FILM, tmp_path / "missing.jpeg"], on_error="record")
     assert one.probability == pytest.approx(pixels.probability, abs=1e-9)
     assert many[0].prediction.probability == pytest.approx(one.probability, abs=1e-9)

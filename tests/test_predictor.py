@@ -40,7 +40,8 @@ def predictor(request) -> Predictor:
 
 
 def test_path_and_its_pixels_agree_and_record_keeps_the_corrupt_file(predictor, films, corrupt):
-    items = [films[0], read_image(films[0])[0], corrupt]
+    # the batch loop reads a path for the model input only: DCT-scaled, as read_image(target=size) does
+    items = [films[0], read_image(films[0], target=predictor.spec.size)[0], corrupt]
     out = predictor.predict(items, on_error="record")
     assert [type(o) for o in out] == [Outcome] * 3
     assert [o.path for o in out] == [str(films[0]), None, str(corrupt)]
@@ -118,7 +119,7 @@ def test_features_match_logits_and_the_models_embedding(films):
     np.testing.assert_allclose(feats.logits, p.logits_for(films, batch_size=2), atol=1e-6)
     from pneumo.data import preprocess
 
-    x = torch.from_numpy(np.stack([preprocess(read_image(f)[0], p.spec) for f in films]))
+    x = torch.from_numpy(np.stack([preprocess(read_image(f, target=p.spec.size)[0], p.spec) for f in films]))
     with torch.inference_mode():
         emb = p.bundle.model.embed(x).numpy()
     np.testing.assert_allclose(feats.embeddings, emb, atol=1e-5)

@@ -211,12 +211,58 @@ def read_meta(path: str | Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: expected a JSON object at the top level, got {_json_type(meta)}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     for key in ("architecture", "preprocess", "operating_point"):
         if key not in meta:
             raise BundleError(f"{meta_path}: missing key {key!r}")
+    check_meta_types(meta, meta_path)
     return meta
+
+
+_NUMBER = (int, float)
+# The keys pneumo reads from pneumo.json and the JSON types they must have (None: may be null/absent).
+# A later structure change replaces this table by a typed schema; until then a wrong type is one line.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "pneumo_version": (str,), "created": (str,), "architecture": (dict,),
+    "architecture.name": (str,), "architecture.kwargs": (dict,), "preprocess": (dict,),
+    "preprocess.size": (int,), "preprocess.resize": (str,), "preprocess.normalise": (str,),
+    "preprocess.mean": _NUMBER, "preprocess.std": _NUMBER, "preprocess.equalise": (bool,),
+    "class_names": (list,), "operating_point": (dict,), "operating_point.logit": _NUMBER,
+    "operating_point.rule": (str,), "thresholds": (dict,), "temperature": _NUMBER, "calibration_bias": _NUMBER,
+    "calibration": (dict,), "training_data": (dict,), "validation_metrics": (dict,), "weights_sha256": (str,),
+    DERIVED: (dict,), "onnx": (dict,), "ood": (dict,), "gate": (dict,),
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false"}
+
+
+def check_meta_types(meta: object, meta_path: Path) -> None:
+    """Raise a one-line :class:`BundleError` naming the first key of ``pneumo.json`` whose value has the
+    wrong JSON type (a list where an object belongs, a string for a number, ...); absent or null
+    optional keys pass, ``operating_point.logit`` is required."""
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: expected a JSON object at the top level, got {_json_type(meta)}")
+    for dotted, types in _META_TYPES.items():
+        parent, _, key = dotted.rpartition(".")
+        block = meta.get(parent) if parent else meta
+        if not isinstance(block, dict) or block.get(key) is None:
+            continue
+        value = block[key]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            expected = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))
+            raise BundleError(f"{meta_path}: key {dotted!r} must be {expected}, got {_json_type(value)} "
+                              f"({json.dumps(value)[:60]})")
+    if meta["operating_point"].get("logit") is None:
+        raise BundleError(f"{meta_path}: missing key 'operating_point.logit' (the decision threshold)")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
 def update_meta(path: str | Path, **changes) -> dict:

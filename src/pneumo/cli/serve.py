@@ -71,6 +71,7 @@ def serve(bundle, host, port, workers, audit_db, max_upload_mb, max_pixels, queu
     # worker's "Application startup failed" traceback.
     loaded = load_bundle(bundle)
     Predictor(loaded, backend=backend, onnx_file=onnx_file)
+    _check_audit_db(Path(settings.audit_db))  # likewise a log that cannot be written: one line, before listening
     sock = _listen(host, port)  # before "serving at": a taken port is one line and no false claim
     port = sock.getsockname()[1]
     os.environ[ENV_CONFIG] = settings.to_env(bundle.resolve())
@@ -96,6 +97,24 @@ def serve(bundle, host, port, workers, audit_db, max_upload_mb, max_pixels, queu
         sock.close()
     if workers == 1 and not server.started:
         raise BundleError(f"{bundle}: the server could not start (see the log above)")
+
+
+def _check_audit_db(path: Path) -> None:
+    """Open the audit log and write to it once, as every prediction will: a path that cannot hold a
+    database (``/proc/x.sqlite``, a directory, a read-only or full disk) is a one-line error, exit 2."""
+    from pneumo.errors import ConfigError
+    from pneumo.server.audit_store import AuditStore, AuditUnavailable
+
+    try:
+        store = AuditStore(path)
+    except ConfigError as exc:
+        raise ConfigError(f"--audit-db {exc}") from None
+    try:
+        store.check_writable()
+    except AuditUnavailable as exc:
+        raise ConfigError(f"--audit-db {path}: cannot write the audit log ({store.problem()})") from exc
+    finally:
+        store.close()
 
 
 def _hosts(host: str, extra: tuple[str, ...], local: tuple[str, ...]) -> tuple[str, ...]:
@@ -156,7 +175,7 @@ def export(db, since, until, out):
         raise ConfigError(f"--out {out}: is a directory; give a CSV file name, e.g. {Path(out) / 'audit.csv'}")
     store = AuditStore(db)
     try:
-        lo, hi = parse_since(since), (parse_since(until) if until else None)
+        lo, hi = parse_since(since), (parse_since(until, "--until") if until else None)
         if str(out) == "-":
             n = store.export_csv(sys.stdout, lo, hi)
         else:
@@ -200,7 +219,7 @@ def monitor(db, since, until, bundle, bucket, as_json):
     except (OSError, ValueError) as exc:
         raise BundleError(f"{meta_path.parent}: not a readable model bundle ({exc})") from exc
     check_meta(meta, meta_path)  # the typed check load_bundle makes, without loading the model
-    lo, hi = parse_since(since), (parse_since(until) if until else None)
+    lo, hi = parse_since(since), (parse_since(until, "--until") if until else None)
     store = AuditStore(db)
     try:
         rows = list(store.rows(lo, hi))

@@ -39,7 +39,12 @@ from pydicom.pixels import get_decoder
 
 from pneumo.data.dicom_display import colour_to_gray, display, unit
 from pneumo.data.headers import codestream_size, jpeg_frame
-from pneumo.data.limits import DEFLATE_SLACK_BYTES, MAX_DICOM_HEADER_BYTES, check_geometry
+from pneumo.data.limits import (
+    DEFLATE_SLACK_BYTES,
+    MAX_DICOM_HEADER_BYTES,
+    check_decoded_bytes,
+    check_geometry,
+)
 from pneumo.data.sniff import is_dicom, unsupported_message
 from pneumo.errors import ImageError
 
@@ -100,6 +105,8 @@ def _parse(data: bytes, source: str, max_pixels: int, min_side: int) -> tuple[Fi
         raise ImageError(f"{source}: the DICOM file has no pixel data (not an image object)", code="dicom_no_pixels")
     rows, cols, frames, sample_bytes = _declared(header, source)
     check_geometry(cols, rows, source, max_pixels=max_pixels, min_side=min_side, frames=frames)
+    # one frame is decoded: its raster, not the file's size, is what a compressed (RLE, JPEG) bomb costs
+    check_decoded_bytes(cols, rows, sample_bytes, source, max_pixels=max_pixels, what="pixels of one frame")
     if inflater is not None:
         budget = pixel_at + 16 + rows * cols * frames * sample_bytes + DEFLATE_SLACK_BYTES
         body = _inflate_rest(inflater, body, budget, source)

@@ -12,26 +12,45 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from pneumo.errors import ImageError
 
+STRIP_ROWS = 256  # rows mapped at a time: float64 work arrays of a strip, never of the whole film
+
 
 def display(arr: np.ndarray, ds) -> np.ndarray:
-    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    """Stored values ``H×W`` → float32 ``H×W`` in [0, 1], a strip of rows at a time (every step is per
+    pixel; the min–max fallback takes its range over the whole image first), so a 25 MP film costs its
+    float32 result, not five float64 copies of it."""
+    def modality(a: np.ndarray) -> np.ndarray:
+        return np.asarray(apply_modality_lut(a, ds), dtype=np.float64)
+
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         lut = ds.VOILUTSequence[0]
-        out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
         top = float(np.max(np.asarray(lut.LUTData, dtype=np.float64))) if "LUTData" in lut else 0.0
-        return np.clip(out / top, 0.0, 1.0) if top > 0 else unit(out)
+
+        def voi(a: np.ndarray) -> np.ndarray:
+            return np.asarray(apply_voi_lut(modality(a), ds, index=0, prefer_lut=True), dtype=np.float64)
+
+        return _by_strips(arr, lambda a: np.clip(voi(a) / top, 0.0, 1.0)) if top > 0 else unit(arr, voi)
     window = _window(ds)
     if window is None:
-        return unit(values)
+        return unit(arr, modality)
     centre, width = window
     function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper()
     if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - centre) / width))
+        return _by_strips(arr, lambda a: 1.0 / (1.0 + np.exp(-4.0 * (modality(a) - centre) / width)))
     if function == "LINEAR_EXACT":
-        return np.clip((values - centre) / width + 0.5, 0.0, 1.0)
+        return _by_strips(arr, lambda a: np.clip((modality(a) - centre) / width + 0.5, 0.0, 1.0))
     if width < 1:
-        return unit(values)
-    return np.clip((values - (centre - 0.5)) / max(width - 1.0, 1e-9) + 0.5, 0.0, 1.0)
+        return unit(arr, modality)
+    return _by_strips(
+        arr, lambda a: np.clip((modality(a) - (centre - 0.5)) / max(width - 1.0, 1e-9) + 0.5, 0.0, 1.0))
+
+
+def _by_strips(arr: np.ndarray, fn) -> np.ndarray:
+    """``fn`` (per pixel, any float dtype out) over ``arr``'s rows in strips → float32 of ``arr``'s shape."""
+    out = np.empty(arr.shape[:2], dtype=np.float32)
+    for y in range(0, arr.shape[0], STRIP_ROWS):
+        out[y : y + STRIP_ROWS] = fn(arr[y : y + STRIP_ROWS])
+    return out
 
 
 def _window(ds) -> tuple[float, float] | None:
@@ -70,11 +89,17 @@ def colour_to_gray(arr: np.ndarray, ds, photometric: str, source: str, bits: int
     )
 
 
-def unit(arr: np.ndarray) -> np.ndarray:
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(arr.min()), float(arr.max())
+def unit(arr: np.ndarray, values=None) -> np.ndarray:
+    """Min–max of ``values(arr)`` (default: the stored values as float64; non-finite → 0) → [0, 1]
+    float32, in strips: one pass for the range, one to map."""
+    def finite(a: np.ndarray) -> np.ndarray:
+        v = np.asarray(a if values is None else values(a), dtype=np.float64)
+        return v if np.isfinite(v).all() else np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+
+    lo, hi = np.inf, -np.inf
+    for y in range(0, arr.shape[0], STRIP_ROWS):
+        v = finite(arr[y : y + STRIP_ROWS])
+        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
     if hi <= lo:
-        return np.zeros_like(arr, dtype=np.float32)
-    return ((arr - lo) / (hi - lo)).astype(np.float32)
+        return np.zeros(arr.shape[:2], dtype=np.float32)
+    return _by_strips(arr, lambda a: (finite(a) - lo) / (hi - lo))

@@ -49,3 +49,26 @@ def check_geometry(
             "that cannot be a radiograph (the file is damaged or not an X-ray)",
             code="bad_geometry",
         )
+
+
+# Bytes the decoder's raster may take per pixel the limit allows: ``max_pixels`` counts bytes of
+# decoded image, not pixels, so an image costs what it decodes to. An 8-bit grey film may have the
+# full pixel limit, a 16-bit one half of it, an RGB/RGBA one (Pillow stores both at 4 bytes a pixel)
+# a quarter; a 7071×7071 RGBA PNG would otherwise decode to 200 MB before its first grey pixel.
+DECODED_BYTES_PER_PIXEL = 1
+
+
+def check_decoded_bytes(width: int, height: int, bytes_per_pixel: int, source: str, *, max_pixels: int,
+                        what: str = "") -> None:
+    """Refuse an image whose decoded raster (``width × height × bytes_per_pixel``, one frame) would
+    take more than ``max_pixels × DECODED_BYTES_PER_PIXEL`` bytes: checked from the header."""
+    budget = max_pixels * DECODED_BYTES_PER_PIXEL
+    need = width * height * bytes_per_pixel
+    if need > budget:
+        raise ImageError(
+            f"{source}: the image is too large to decode: {width}×{height} {what or 'pixels'} at "
+            f"{bytes_per_pixel} bytes a pixel decode to {need / 2**20:,.0f} MB, over the limit of "
+            f"{budget / 2**20:,.0f} MB (greyscale 8-bit images may have up to {max_pixels:,} pixels)",
+            code="too_many_pixels",
+            status=413,
+        )

@@ -270,7 +270,7 @@ class Predictor:
             for item in chunk:
                 o = Outcome(None if isinstance(item, np.ndarray) else str(item))
                 try:
-                    pixels.append(as_pixels(item))
+                    pixels.append(as_pixels(item, target=self.spec.size))  # only the model input: a JPEG may DCT-scale
                     done.append(o)
                 except PneumoError as exc:
                     if on_error == "raise":
@@ -334,14 +334,17 @@ def ort_session(path: Path, threads: int | None = None):
         raise BundleError(f"{path}: not a usable ONNX model ({msg})") from exc
 
 
-def as_pixels(item: Item) -> np.ndarray:
-    """A path (read with :func:`read_image`) or a ``read_image``-style array → float32 ``H×W`` pixels."""
+def as_pixels(item: Item, target: int | None = None) -> np.ndarray:
+    """A path (read with :func:`read_image`) or a ``read_image``-style array → float32 ``H×W`` pixels.
+
+    ``target``: only a ``target``-px model input (and the gate's 64-px views) will be made from a path's
+    pixels, so a JPEG may be decoded at a reduced size (``read_image(target=...)``); arrays pass as given."""
     if isinstance(item, np.ndarray):
         if item.ndim != 2:
             raise ConfigError(f"pixel arrays must be 2-D grayscale H×W in [0, 1], got shape {item.shape}")
         return item.astype(np.float32, copy=False)
     if isinstance(item, str | Path):
-        return read_image(item)[0]
+        return read_image(item, target=target)[0]
     raise ConfigError(f"cannot predict a {type(item).__name__}: give a file path or a read_image array")
 
 

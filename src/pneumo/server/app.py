@@ -66,7 +66,10 @@ def _install_handlers(app: FastAPI) -> None:
         if request.url.path == "/api/v1/predict" and getattr(app.state, "audit", None) is not None:
             # every predict request is audited, even these
             row = AuditRow(request_id=request_id(request), outcome="error", error_code="invalid_request")
-            await run_in_threadpool(app.state.audit.record, row)
+            try:
+                await run_in_threadpool(app.state.audit.record, row)
+            except PneumoError as audit_exc:  # the log cannot be written: that answer comes first
+                return await on_pneumo_error(request, audit_exc)
         return JSONResponse(error_body(request, "invalid_request", "; ".join(parts) or "invalid request"), 422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -79,12 +82,39 @@ def _install_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path} (see /docs)."
         return JSONResponse(error_body(request, code, message), exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def on_crash(request: Request, exc: Exception):
-        app.state.unhandled_errors += 1
-        log.error("unhandled error in request %s", request_id(request), exc_info=exc)
-        message = f"An internal error occurred. It has been logged with request id {request_id(request)}."
-        return JSONResponse(error_body(request, "internal_error", message), 500)
+
+class CrashGuard:
+    """The catch-all 500, as the innermost middleware: Starlette runs an ``Exception`` handler in its
+    outermost layer, outside every middleware, so a 500 went out without the security headers and
+    request id, and the exception then reached uvicorn, which dropped the kept-alive connection. Here
+    the 500 is an ordinary response that passes back through :class:`BrowserGuard` and
+    :class:`RequestIdMiddleware`, and the connection stays usable. An exception after the response has
+    started cannot become a 500; it is re-raised and uvicorn closes the connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope)
+            app = scope["app"]
+            app.state.unhandled_errors += 1
+            log.error("unhandled error in request %s", request_id(request), exc_info=exc)
+            message = f"An internal error occurred. It has been logged with request id {request_id(request)}."
+            await JSONResponse(error_body(request, "internal_error", message), 500)(scope, receive, send)
 
 
 def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) -> FastAPI:
@@ -119,6 +149,7 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
     app.state.audit = None
     app.state.unhandled_errors = 0
     app.state.started = time.monotonic()
+    app.add_middleware(CrashGuard)  # innermost: its 500s get the guard's headers and the request id
     app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts, csp_for={DOCS_URL: DOCS_CSP})
     app.add_middleware(RequestIdMiddleware)  # outermost: the guard's refusals carry a request id too
     _install_handlers(app)

@@ -8,8 +8,10 @@ objects must not cross threads) and ``busy_timeout`` covers several worker proce
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO
 
-from pneumo.errors import ConfigError
+from pneumo.errors import ConfigError, PneumoError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -42,7 +44,18 @@ CREATE TABLE IF NOT EXISTS predictions (
     error_code TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), time TEXT NOT NULL);
 """
+# Below this much free space where the log lives, /health tries a real write before saying ok.
+LOW_SPACE_BYTES = 4 * 2**20
+
+
+class AuditUnavailable(PneumoError):
+    """The audit log cannot be written (disk full, read-only, I/O error): predictions are not served,
+    because a prediction that cannot be audited must not be given."""
+
+    code = "audit_unavailable"
+    status = 503
 
 
 def utc_now() -> str:
@@ -86,6 +99,7 @@ class AuditStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_error: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
@@ -95,8 +109,10 @@ class AuditStore:
             for col in ("population", "flags"):  # a log written before the gate / the header policy
                 if col not in have:
                     conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} TEXT")
-        except sqlite3.Error as exc:
-            raise ConfigError(f"{self.path}: cannot open the audit database ({exc})") from exc
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            why = _why(exc, self.path) if isinstance(exc, sqlite3.Error) else f"{self.path}: {exc.strerror or exc}"
+            raise ConfigError(f"{self.path}: cannot open the audit database ({why})") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -117,9 +133,35 @@ class AuditStore:
             values["ood_flag"] = int(values["ood_flag"])
         cols = ", ".join(COLUMNS)
         marks = ", ".join(f":{c}" for c in COLUMNS)
-        conn = self._conn()
-        with conn:
-            conn.execute(f"INSERT INTO predictions ({cols}) VALUES ({marks})", values)
+        self._write(f"INSERT INTO predictions ({cols}) VALUES ({marks})", values)
+
+    def _write(self, sql: str, values: dict) -> None:
+        """One statement in its own transaction; any SQLite failure → :class:`AuditUnavailable`,
+        remembered for :meth:`problem` until a write succeeds again."""
+        try:
+            conn = self._conn()
+            with conn:
+                conn.execute(sql, values)
+        except sqlite3.Error as exc:
+            self._write_error = _why(exc, self.path)
+            raise AuditUnavailable(f"The audit log cannot be written ({self._write_error}); predictions are not "
+                                   "served until it can, because every prediction must be audited.") from exc
+        self._write_error = None
+
+    def check_writable(self) -> None:
+        """A real write now (to a one-row table, never a fake audit row): :class:`AuditUnavailable` if
+        it fails. ``pneumo serve`` calls it before it starts listening."""
+        self._write("INSERT OR REPLACE INTO write_probe (id, time) VALUES (1, :time)", {"time": utc_now()})
+
+    def problem(self) -> str | None:
+        """Why the log cannot be written now, or ``None``. After a failed write, or when its file system
+        is nearly full, a real write (to a one-row table) decides, so that recovery shows as soon as
+        space is freed, before the next prediction tries."""
+        if self._write_error is None and _free_bytes(self.path) >= LOW_SPACE_BYTES:
+            return None
+        with contextlib.suppress(AuditUnavailable):
+            self.check_writable()
+        return self._write_error
 
     def rows(self, since: str | None = None, until: str | None = None) -> Iterator[dict]:
         """Rows with ``since <= time < until`` (ISO strings, UTC), oldest first."""
@@ -145,12 +187,45 @@ class AuditStore:
         self._local = threading.local()
 
 
-def parse_since(value: str) -> str:
-    """A date or datetime (naive = UTC) → the ISO form stored in the log, for text comparison."""
+def _why(exc: sqlite3.Error, path: Path) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code == sqlite3.SQLITE_FULL or "full" in text or (code == sqlite3.SQLITE_IOERR and _free_bytes(path) < 2**16):
+        return f"the disk holding {path} is full"
+    if code == sqlite3.SQLITE_READONLY or "readonly" in text:
+        return f"{path} is read-only"
+    return f"{path}: {text}"
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+class BadTime(ConfigError):
+    """A ``since``/``until`` that is not a date, or lies outside the calendar once converted to UTC."""
+
+    code = "bad_parameter"
+    status = 400
+
+
+def parse_since(value: str, name: str = "--since") -> str:
+    """A date or datetime (naive = UTC) → the ISO form stored in the log, for text comparison.
+
+    ``name`` is how the caller's user gave the value (``--until`` on the command line, ``until`` as a
+    query parameter): the one-line error names it."""
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ConfigError(f"--since {value!r}: expected a date like 2026-01-31 or 2026-01-31T08:00") from exc
+        raise BadTime(f"{name} {value!r}: expected a date like 2026-01-31 or 2026-01-31T08:00") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+    try:
+        utc = when.astimezone(dt.UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before year 1 in UTC; 9999-12-31T23:59-01:00 after 9999
+        raise BadTime(f"{name} {value!r}: outside the dates that can be stored once converted to UTC "
+                      "(0001-01-01 to 9999-12-31 UTC)") from exc
+    return utc.isoformat(timespec="milliseconds")

@@ -65,9 +65,9 @@ async def monitor(
     until: str | None = Query(None, description="Exclude rows from this UTC date/time on."),
     bucket: str = Query("day", pattern="^(day|week)$", description="Group the figures by day or ISO week."),
 ) -> dict:
-    lo = parse_since(since) if since else parse_since(
+    lo = parse_since(since, "since") if since else parse_since(
         (dt.datetime.now(dt.UTC) - dt.timedelta(days=DEFAULT_WINDOW_DAYS)).isoformat())
-    hi = parse_since(until) if until else None
+    hi = parse_since(until, "until") if until else None
     rows = await run_in_threadpool(lambda: list(audit.rows(lo, hi)))
     return summarise(rows, engine.bundle.meta, model_sha=engine.bundle.sha256, bucket=bucket,
                      bounds=Bounds.from_env(), since=lo, until=hi)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pneumo.analysis import Analysis
@@ -46,6 +46,7 @@ from pneumo.server.state import (
     Busy,
     EngineDep,
     GateDep,
+    MaybeAuditDep,
     MaybeEngineDep,
     SettingsDep,
     StartedDep,
@@ -97,15 +98,19 @@ async def docs() -> HTMLResponse:
     return swagger_page()
 
 
-@router.get("/api/v1/health", response_model=HealthResponse, summary="Is the server up and the model loaded?")
-async def health(engine: MaybeEngineDep, gate: GateDep, started: StartedDep) -> HealthResponse:
-    return HealthResponse(
-        status="ok" if engine is not None else "starting",
+@router.get("/api/v1/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}},
+            summary="Is the server up, the model loaded and the audit log writable? (503 when degraded)")
+async def health(engine: MaybeEngineDep, audit: MaybeAuditDep, gate: GateDep, started: StartedDep):
+    problem = await run_in_threadpool(audit.problem) if audit is not None else None
+    body = HealthResponse(
+        status="starting" if engine is None else "degraded" if problem else "ok",
         model=_model_ref(engine) if engine is not None else None,
         uptime_s=round(time.monotonic() - started, 3),
         in_flight=gate.active,
         queue_limit=gate.limit,
+        problems=[problem] if problem else [],
     )
+    return JSONResponse(body.model_dump(), 503) if problem else body
 
 
 @router.get("/api/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}},

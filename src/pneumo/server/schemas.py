@@ -103,11 +103,13 @@ class PredictResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "starting"]
+    status: Literal["ok", "starting", "degraded"]
     model: ModelRef | None
     uptime_s: float
     in_flight: int
     queue_limit: int
+    problems: list[str] = Field(default_factory=list,
+                                description="Why predictions cannot be served now (status degraded, HTTP 503).")
 
 
 class ModelInfo(BaseModel):

@@ -107,6 +107,11 @@ async def get_audit(request: Request) -> AuditStore:
     return audit
 
 
+async def get_audit_or_none(request: Request) -> AuditStore | None:
+    """The audit log, or ``None`` while loading (for ``/api/v1/health``)."""
+    return request.app.state.audit
+
+
 async def get_settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
@@ -123,6 +128,7 @@ async def get_started(request: Request) -> float:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 MaybeEngineDep = Annotated[Engine | None, Depends(get_engine_or_none)]
 AuditDep = Annotated[AuditStore, Depends(get_audit)]
+MaybeAuditDep = Annotated[AuditStore | None, Depends(get_audit_or_none)]
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 GateDep = Annotated[AdmissionGate, Depends(get_gate)]
 StartedDep = Annotated[float, Depends(get_started)]

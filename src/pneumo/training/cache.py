@@ -30,7 +30,7 @@ SERIAL_BELOW = 256  # fewer images than this: a process pool costs more than it 
 
 def cache_key(samples: Sequence[Sample], spec: PreprocessSpec) -> str:
     """Hash of (path, size, mtime) of every file and the geometric part of the spec."""
-    h = hashlib.sha256(f"v1|{spec.size}|{spec.resize}".encode())
+    h = hashlib.sha256(f"v2|{spec.size}|{spec.resize}".encode())  # v2: JPEGs larger than 2×size DCT-scaled
     for s in samples:
         st = Path(s.path).stat()
         h.update(f"|{Path(s.path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -39,7 +39,7 @@ def cache_key(samples: Sequence[Sample], spec: PreprocessSpec) -> str:
 
 def _decode(args: tuple[str, int, str]) -> tuple[np.ndarray, str]:
     path, size, rule = args
-    pixels, meta = read_image(path)
+    pixels, meta = read_image(path, target=size)  # as the predictor reads a path: the same pixels
     resized = resize_image(pixels, size, cast(ResizeRule, rule))
     return np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8), meta.sha256
 
