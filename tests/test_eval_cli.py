@@ -107,7 +107,7 @@ def test_evaluate_manifest_default_out_subgroups_and_unreadable(tiny_bundle, sma
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     extra.append(type(val[0])(broken, 1, "val", "broken", None, False, extra={"site": "A"}))
     manifest = write_manifest(extra, tmp_path / "with_site.csv")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PNEUMO_HOME", str(tmp_path))  # default outputs go to the pneumo home (pneumo.paths)
     res = _invoke("evaluate", tiny_bundle, "--data", manifest, "--split", "val", "--bootstrap", "200", "--gallery", "2",
                   "--json")
     assert res.exit_code == 0, res.output

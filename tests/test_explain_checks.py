@@ -138,7 +138,7 @@ def test_cli_writes_overlays_and_heatmaps_and_skips_bad_files(tiny_bundle, val_o
     out = tmp_path / "out"
     res = CliRunner().invoke(
         main, ["explain", str(tiny_bundle), imgs[0], str(bad), imgs[1], "--out", str(out), "--json", "--sanity",
-               "--check-images", "2"],
+               "--check-images", "2", "--maps"],
     )
     report = json.loads(res.stdout)
     assert res.exit_code == (0 if report["sanity"]["passed"] else 1), res.output  # a failed sanity check exits 1

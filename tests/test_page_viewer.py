@@ -96,7 +96,8 @@ def test_viewer_legend_zoom_window_level(chromium, page_server, films, size, tmp
             expect(page.locator("#legend")).to_be_visible()
             shows = log["answers"][-1]["heatmap"]["shows"]  # what the server says its map shows, in words
             expect(page.locator("#legend-text")).to_contain_text(shows)
-            expect(page.locator("#legend-text")).to_contain_text("Red marks the strongest evidence")
+            expect(page.locator("#legend")).to_contain_text("strongest evidence")
+            expect(page.locator("#legend")).to_contain_text("No colour: little or none")
             expect(page.locator("#heat")).to_be_visible()
             assert _above_fold(page, "#label", h) and _above_fold(page, "#prob", h), f"verdict below the fold at {size}"
             page.screenshot(path=str(tmp_path / f"{size}-{verdict.lower()}.png"))

@@ -34,6 +34,7 @@ import numpy as np
 from pneumo.bundle import Bundle
 from pneumo.data.header_policy import HeaderFinding, HeaderPolicy, check_header, read_header
 from pneumo.data.imageio import DEFAULT_MAX_PIXELS, ImageMeta, read_image
+from pneumo.data.preprocess import resample
 from pneumo.data.sniff import is_dicom, looks_like_bare_dicom
 from pneumo.errors import ConfigError, ImageError, PneumoError
 from pneumo.explain import DEFAULT_METHOD, Evidence, explain_decision
@@ -72,7 +73,10 @@ class Analysis:
     evidence: Evidence | None = None
     warnings: list[str] = field(default_factory=list)
     error: PneumoError | None = None
-    pixels: np.ndarray | None = field(default=None, repr=False)
+    pixels: np.ndarray | None = field(default=None, repr=False)  # what the model saw (maybe decoded reduced)
+    data: bytes | None = field(default=None, repr=False)  # the file's bytes, to re-read for display
+    frame: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def accepted(self) -> bool:
@@ -96,6 +100,17 @@ class Analysis:
         if self.prediction is not None and self.status != "refused":
             return self.prediction.decision
         return NOT_A_CXR if self.code == "not_a_chest_xray" else "REFUSED"
+
+    def display_pixels(self, max_side: int) -> np.ndarray | None:
+        """The film for people to look at, at least ``max_side`` px on its short side where the file has
+        them: the model's pixels may come from a reduced JPEG decode (``read_image(target=…)``), too
+        coarse for a viewer. ``None`` when the film was never decoded (refused from its header)."""
+        if self.data is None or self.pixels is None:
+            return self.pixels
+        full = self.meta is None or self.pixels.shape == (self.meta.height, self.meta.width)
+        if full or min(self.pixels.shape) >= max_side:
+            return self.pixels
+        return read_image(self.data, target=max_side, frame=self.frame, max_pixels=self.max_pixels)[0]
 
     @property
     def headline(self) -> str | None:
@@ -193,6 +208,8 @@ class Analyser:
             for a in out:
                 if a.accepted and a.pixels is not None and a.prediction is not None:
                     a.evidence = explain_decision(self.bundle, a.pixels, a.prediction.decision, method)
+                    if a.meta is not None:  # the map at the film's own geometry, whatever size was decoded
+                        a.evidence.heatmap = resample(a.evidence.heatmap, a.meta.height, a.meta.width)
         return out
 
     # -- the steps -----------------------------------------------------------------------------
@@ -218,9 +235,11 @@ class Analyser:
             first = refusals[0]
             return Analysis(name, "refused", code=first.code, reason=first.reason,
                             flags=[(f.code, f.reason) for f in findings])
+        # the model needs spec.size px: a JPEG may be decoded at a reduced DCT scale, as training reads it
         pixels, meta = read_image(data if name is None else src, max_pixels=self.max_pixels, frame=frame,
-                                  min_side=self.min_side)
-        return Analysis(name, "decided", meta=meta, pixels=pixels, flags=flags)
+                                  min_side=self.min_side, target=self.bundle.spec.size)
+        return Analysis(name, "decided", meta=meta, pixels=pixels, flags=flags, data=data, frame=frame,
+                        max_pixels=self.max_pixels)
 
     def _predict(self, films: list[Analysis]) -> None:
         """Run the model on films that were read, and settle each one's status."""

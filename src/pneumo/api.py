@@ -25,6 +25,7 @@ from pneumo.errors import ConfigError
 from pneumo.explain import DEFAULT_METHOD
 from pneumo.inference import Predictor, default_bundle_path
 from pneumo.inference.predictor import OnError
+from pneumo.paths import output_dir
 
 Input = str | Path | np.ndarray
 
@@ -137,5 +138,5 @@ def evaluate(bundle: str | Path, data: str | Path | None = None, split: str = "t
     b = load_bundle(bundle)
     path = resolve_data(data)
     samples = select_split(load_dataset(path), split)
-    out = Path(out) if out else Path("reports") / f"{b.name}-{split}"
+    out = Path(out) if out else output_dir("reports", f"{b.name}-{split}")
     return evaluate_bundle(b, samples, out, split=None if split == "all" else split, data_path=path)

@@ -16,7 +16,8 @@ one-line :class:`BundleError` that names the file and the command that rebuilds 
 weights (:func:`save_bundle`, i.e. any training into the directory) deletes every derived file first,
 so a retrained bundle can never answer with its predecessor's ONNX model or OOD statistics.
 
-``pneumo.json`` keys: ``format_version``, ``pneumo_version``, ``name``, ``created``,
+``pneumo.json`` keys: ``format_version``, ``pneumo_version``, ``name``, ``model_version`` (optional;
+what every output shows as the model's version), ``created``,
 ``architecture`` {name, kwargs}, ``preprocess`` (a :class:`PreprocessSpec`), ``class_names``,
 ``operating_point`` {rule, logit, val_sensitivity, val_specificity, ...}, ``thresholds`` (every rule
 computed on validation), ``temperature``, ``training_data`` {fingerprint, n_images, ...},
@@ -109,7 +110,10 @@ class Bundle:
 
     @property
     def version(self) -> str:
-        return str(self.meta.get("pneumo_version", "unknown"))
+        """The model's version (``model_version`` in ``pneumo.json``): the one number the card, page,
+        PDF, DICOM SR and ``/api/v1/model`` show. Bundles without one fall back to the pneumo version
+        that wrote them, which is what they showed before ``model_version`` existed."""
+        return str(self.meta.get("model_version") or self.meta.get("pneumo_version", "unknown"))
 
     @property
     def temperature(self) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pneumo.cli.common import data_option, emit_json, json_option, run_safely
+from pneumo.cli.common import data_option, emit_json, json_option, quiet_training_output, run_safely
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,7 +31,8 @@ def build(recipe, out, data, runs, external, no_eval, as_json, overrides):
     from pneumo.bundle import read_meta
     from pneumo.workflows.bundle import make_bundle
 
-    with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bars; stdout stays for the result
+    # Lightning's progress bars go to stderr; stdout stays for the result
+    with quiet_training_output(), contextlib.redirect_stdout(sys.stderr):
         path = make_bundle(recipe, out, data=data, runs=runs, overrides=overrides, evaluate=not no_eval,
                            external=external)
     meta = read_meta(path)

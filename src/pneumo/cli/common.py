@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -34,12 +37,48 @@ def run_safely(fn: Callable) -> Callable:
     return wrapper
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """pneumo's own warnings as one line: no file path, no quoted source line."""
+    return f"warning: {message}\n"
+
+
+@contextlib.contextmanager
+def quiet_training_output() -> Iterator[None]:
+    """While training, stderr holds progress and pneumo's own messages only: Lightning's INFO lines
+    (hardware summary, the litlogger advert, "`Trainer.fit` stopped") are dropped, and so are other
+    libraries' warnings (deprecations inside Lightning/torch a user cannot act on), unless
+    ``-W``/``$PYTHONWARNINGS`` asks for warnings; pneumo's own warnings print as one line. Everything
+    is restored on exit (the CLI also runs in-process, e.g. under tests)."""
+    import lightning  # noqa: F401  (its import sets the logger levels overridden here)
+
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    fmt = warnings.formatwarning
+    with warnings.catch_warnings():
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        if not sys.warnoptions:
+            warnings.filterwarnings("ignore")
+            warnings.filterwarnings("default", module=r"pneumo(\.|$)")  # checked first: pneumo's own
+            warnings.formatwarning = _format_warning
+        try:
+            yield
+        finally:
+            warnings.formatwarning = fmt
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
 data_option = click.option(
     "--data",
     "data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Dataset folder or CSV manifest (default: $PNEUMO_DATA, ./data/chest_xray, ../shared/data/chest_xray).",
+    help="Dataset folder or CSV manifest (default: $PNEUMO_DATA, ./data/chest_xray, ../shared/data/chest_xray, "
+         "tried from here and from the pneumo checkout).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
@@ -48,7 +87,9 @@ def onnx_file_options(fn: Callable) -> Callable:
     """``--int8`` / ``--onnx-file``: which of the bundle's ONNX models answers (predict, serve)."""
     fn = click.option("--onnx-file", default=None, metavar="NAME|PATH",
                       help="ONNX model to run: a file in the bundle (model.int8.onnx) or an absolute path.")(fn)
-    return click.option("--int8", is_flag=True, help="Run the bundle's int8 model (model.int8.onnx).")(fn)
+    return click.option("--int8", is_flag=True,
+                        help="Run the bundle's int8 model (model.int8.onnx). Smaller, not faster for the shipped "
+                             "model on the CPUs measured; `pneumo bench` says whether it pays on yours.")(fn)
 
 
 def choose_onnx(backend: str, int8: bool, onnx_file: str | None) -> tuple[str, str | None]:

@@ -31,7 +31,8 @@ def _root(root: Path | None, data_flag: Path | None) -> Path:
 @click.argument("root", required=False, type=click.Path(path_type=Path))
 @data_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for audit.json and report.html (default: reports/audit under the current folder).")
+              help="Folder for audit.json and report.html (default: reports/audit in the pneumo home, $PNEUMO_HOME or "
+                   "~/.local/share/pneumo).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Decoding processes (default: up to 2).")
 @click.option("--near-dup-bits", type=click.IntRange(0, 32), default=None,
@@ -56,7 +57,9 @@ def audit(root, data, out, workers, near_dup_bits, as_json):
     path = _root(root, data)
     result = run_audit(path, workers=workers, progress=not as_json,
                        near_dup_bits=NEAR_DUP_BITS if near_dup_bits is None else near_dup_bits)
-    paths = write_outputs(result, out or Path.cwd() / "reports" / "audit")
+    from pneumo.paths import output_dir
+
+    paths = write_outputs(result, out or output_dir("reports", "audit"))
     if as_json:
         emit_json({**result.summary, "outputs": {k: str(v) for k, v in paths.items()}})
         return

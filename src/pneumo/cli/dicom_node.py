@@ -10,8 +10,9 @@ import click
 
 from pneumo.cli.common import emit_json, json_option, run_safely
 from pneumo.cli.serve import DEFAULT_DB
+from pneumo.paths import output_dir
 
-DEFAULT_SPOOL = "pneumo-dicom-spool"
+DEFAULT_SPOOL = str(output_dir("dicom-spool"))  # per user (pneumo.paths), not the current folder
 
 
 def _callers(value: str | None) -> tuple[str, ...]:
@@ -86,6 +87,7 @@ def dicom_node(bundle, ae_title, host, port, send_to, allow_callers, spool, audi
     from pneumo.cli.serve import _default_bundle
     from pneumo.dicomnode.node import Destination, DicomNode, NodeSettings  # lazy: torch + pynetdicom
 
+    Path(audit_db).parent.mkdir(parents=True, exist_ok=True)
     settings = NodeSettings(
         send_to=Destination.parse(send_to), spool=spool, audit_db=audit_db, ae_title=ae_title, host=host, port=port,
         allow_callers=_callers(allow_callers), workers=workers, max_associations=max_associations,

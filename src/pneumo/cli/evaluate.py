@@ -8,25 +8,35 @@ import click
 
 from pneumo.cli.common import data_option, emit_json, json_option, run_safely
 
-split_option = click.option("--split", default="test", show_default=True,
-                            help="Split to evaluate (train, val, test, or 'all').")
+split_option = click.option("--split", default=None,
+                            help="Split to evaluate (train, val, test, or 'all'). Default: test when the data has "
+                                 "one, else val (said on stderr).")
+FALLBACK_SPLITS = ("test", "val")
 boot_option = click.option("--bootstrap", "n_boot", type=click.IntRange(0), default=1000, show_default=True,
                            help="Patient bootstrap resamples for the 95% CIs (0 = none).")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 
 
-def _load(data, split):
+def _load(data, split, quiet: bool = False):
+    """``(data path, samples, split)``; without ``--split``, the held-out ``test`` split when the data
+    has one, else ``val`` (the shared Kermany copy holds its test split back), said on stderr."""
     from pneumo.data import load_dataset, resolve_data
     from pneumo.evaluation.runner import select_split
 
     path = resolve_data(data)
     index = load_dataset(path)
-    return path, select_split(index, split)
+    if split is None:
+        split = next((s for s in FALLBACK_SPLITS if index.select(s)), "test")
+        if split != "test" and not quiet:
+            click.echo(f"{path}: no 'test' split; evaluating '{split}' (choose with --split)", err=True)
+    return path, select_split(index, split), split
 
 
 def _default_out(name: str, split: str | None, prefix: str = "eval") -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return Path.cwd() / "reports" / f"{prefix}-{safe}-{split or 'all'}"
+    from pneumo.paths import output_dir
+
+    return output_dir("reports", f"{prefix}-{safe}-{split or 'all'}")
 
 
 def _print_metrics(result: dict) -> None:
@@ -51,7 +61,8 @@ def _print_metrics(result: dict) -> None:
 @data_option
 @split_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: reports/eval-<bundle>-<split> under the current folder).")
+              help="Output folder (default: reports/eval-<bundle>-<split> in the pneumo home, $PNEUMO_HOME or "
+                   "~/.local/share/pneumo).")
 @boot_option
 @seed_option
 @click.option("--gallery", type=click.IntRange(0, 50), default=8, show_default=True,
@@ -65,7 +76,7 @@ def evaluate(bundle, data, split, out, n_boot, seed, gallery, backend, as_json):
     from pneumo.evaluation.runner import evaluate_bundle
 
     b = load_bundle(bundle)
-    path, samples = _load(data, split)
+    path, samples, split = _load(data, split, quiet=as_json)
     split = None if split == "all" else split
     out = out or _default_out(b.name, split)
     result = evaluate_bundle(b, samples, out, split=split, data_path=path, n_boot=n_boot, seed=seed,
@@ -75,7 +86,7 @@ def evaluate(bundle, data, split, out, n_boot, seed, gallery, backend, as_json):
         emit_json(result)
         return
     _print_metrics(result)
-    click.echo(f"wrote {out}/report.html, metrics.json, predictions.csv, figures/")
+    click.echo(f"wrote {Path(out).resolve()}/report.html, metrics.json, predictions.csv, figures/")
 
 
 @click.command()
@@ -104,7 +115,7 @@ def calibrate(bundle, data, split, method, prevalence, as_json):
                    f"(fitted at {block['fitted_prevalence']:.3f}; bias {block['bias']:+.4f})")
         click.echo("decisions are unchanged: the operating point is a logit")
         return
-    _, samples = _load(data, split)
+    _, samples, split = _load(data, split)
     block = calibrate_bundle(bundle, samples, split=split, progress=not as_json, method=method, prevalence=prevalence)
     if as_json:
         emit_json(block)
@@ -125,7 +136,7 @@ def calibrate(bundle, data, split, method, prevalence, as_json):
 @data_option
 @split_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: reports/compare-<split> under the current folder).")
+              help="Output folder (default: reports/compare-<split> in the pneumo home).")
 @boot_option
 @seed_option
 @json_option
@@ -135,7 +146,7 @@ def compare(bundles, data, split, out, n_boot, seed, as_json):
     from pneumo.evaluation.compare import compare_bundles
     from pneumo.evaluation.runner import check_out_dir
 
-    path, samples = _load(data, split)
+    path, samples, split = _load(data, split, quiet=as_json)
     split = None if split == "all" else split
     out = out or _default_out("models", split, prefix="compare")
     check_out_dir(out, path, samples)
@@ -145,7 +156,7 @@ def compare(bundles, data, split, out, n_boot, seed, as_json):
         emit_json(result)
         return
     click.echo(result["markdown"])
-    click.echo(f"wrote {out}/comparison.md, comparison.html, comparison.json, roc.png")
+    click.echo(f"wrote {Path(out).resolve()}/comparison.md, comparison.html, comparison.json, roc.png")
 
 
 @click.command()
@@ -158,8 +169,14 @@ def card(bundle, eval_dir, as_json):
     """Write MODEL_CARD.md into the bundle (Mitchell et al. 2019)."""
     from pneumo.evaluation.card import write_card
 
-    path = write_card(bundle, eval_dir)
+    path, source = write_card(bundle, eval_dir)
     if as_json:
-        emit_json({"card": str(path)})
+        emit_json({"card": str(path), "evaluation": source})
         return
     click.echo(f"wrote {path}")
+    if source == "kept":
+        click.echo("evaluation section: kept from the previous card (same weights); "
+                   "pass --eval DIR (a `pneumo evaluate` output folder) to replace it", err=True)
+    elif source == "none":
+        click.echo("evaluation section: validation metrics only; pass --eval DIR "
+                   "(a `pneumo evaluate` output folder) to add an evaluation", err=True)

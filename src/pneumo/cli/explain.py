@@ -20,19 +20,23 @@ from pneumo.explain.core import DEFAULT_METHOD, METHODS  # the command needs tor
               help="Whose evidence is shown: the model's decision (PNEUMONIA → for, NORMAL → against), "
                    "or a fixed class.")
 @click.option("--layer", default=None, help="Target layer (dotted module name); default: the model's cam_layer.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("explanations"), show_default=True,
-              help="Folder for <stem>_<method>.png overlays and .npy heatmaps.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for <stem>_<method>.png overlays (default: explanations/ in the pneumo home, "
+                   "$PNEUMO_HOME or ~/.local/share/pneumo; printed).")
+@click.option("--maps", "save_maps", is_flag=True,
+              help="Also write the raw maps as <stem>_<method>.npy (float32 at the film's full size: up to "
+                   "~10 MB each, so off by default).")
 @json_option
 @click.option("--sanity", is_flag=True, help="Model-parameter randomisation test on the images (exit 1 if it fails).")
 @click.option("--faithfulness", is_flag=True, help="Deletion/insertion AUC of every method vs a random map.")
 @click.option("--check-images", type=click.IntRange(1, 1000), default=8, show_default=True,
               help="How many of the images the checks use.")
 @run_safely
-def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfulness, check_images):
+def explain(bundle, inputs, method, target, layer, out, save_maps, as_json, sanity, faithfulness, check_images):
     """Explain BUNDLE's prediction on every image in INPUT (files, folders, globs; JPEG/PNG/DICOM).
 
     Writes, per image, OUT/<stem>_<method>.png (the X-ray with the heatmap, a colour bar and the
-    probability/decision) and OUT/<stem>_<method>.npy (float32 H×W in [0, 1], original geometry).
+    probability/decision) and, with --maps, OUT/<stem>_<method>.npy (float32 H×W in [0, 1], original geometry).
     An unreadable file is reported and skipped; the others go on.
     """
     from tqdm import tqdm
@@ -41,7 +45,9 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
     from pneumo.bundle import load_bundle
     from pneumo.cli.predict import expand_inputs
     from pneumo.explain import explainer_for, resolve_layer
+    from pneumo.paths import output_dir
 
+    out = out or output_dir("explanations")
     b = load_bundle(bundle)
     resolve_layer(b.model, layer)  # a bad --layer fails before any work
     predictor = Analyser(b)
@@ -49,7 +55,7 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
     out.mkdir(parents=True, exist_ok=True)
     rows, checked, used = [], [], set()
     for path in tqdm(expand_inputs(list(inputs)), unit="img", desc=f"explain ({method})", disable=None):
-        row, x = _explain_file(path, b, predictor, explainer, method, target, layer, out, used)
+        row, x = _explain_file(path, b, predictor, explainer, method, target, layer, out, used, save_maps)
         rows.append(row)
         if x is not None and len(checked) < check_images:
             checked.append(x)
@@ -76,9 +82,10 @@ def explain(bundle, inputs, method, target, layer, out, as_json, sanity, faithfu
         sys.exit(1)
 
 
-def _explain_file(path, b, predictor, explainer, method, target, layer, out: Path, used: set[str]):
-    """One input → overlay PNG + heatmap .npy in ``out``; returns its report row and its model input
-    (``1×S×S``, for the checks), or an error row and ``None`` when the file cannot be read."""
+def _explain_file(path, b, predictor, explainer, method, target, layer, out: Path, used: set[str],
+                  save_maps: bool = False):
+    """One input → overlay PNG (+ heatmap .npy with ``save_maps``) in ``out``; returns its report row
+    and its model input (``1×S×S``, for the checks), or an error row and ``None`` when the file cannot be read."""
     from tqdm import tqdm
 
     from pneumo.bundle import atomic_write_bytes
@@ -109,9 +116,10 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
         caption = f"{a.headline}   ·   {caption}"
     png, npy = out / f"{stem}_{method}.png", out / f"{stem}_{method}.npy"
     atomic_write_bytes(png, overlay_png(pixels, heat, caption))
-    atomic_write_bytes(npy, _npy_bytes(heat))
-    row.update(overlay=str(png), heatmap=str(npy), probability=round(pred.probability, 4), decision=pred.decision,
-               target=shown)
+    if save_maps:
+        atomic_write_bytes(npy, _npy_bytes(heat))
+    row.update(overlay=str(png), heatmap=str(npy) if save_maps else None, probability=round(pred.probability, 4),
+               decision=pred.decision, target=shown)
     return row, preprocess(pixels, b.spec)
 
 
@@ -136,9 +144,10 @@ def _npy_bytes(a) -> bytes:
 
 
 def _print_human(report: dict) -> None:
-    click.echo(f"{report['n_images']} overlays + heatmaps in {report['out']} "
-               f"({report['method']}, target {report['target']}, layer {report['layer']}); "
-               f"{report['n_errors']} skipped")
+    what = "overlays + raw maps (.npy)" if any(r["heatmap"] for r in report["images"]) else "overlays"
+    layer = f", layer {report['layer']}" if report["layer"] else ""  # only Grad-CAM methods have one
+    click.echo(f"{report['n_images']} {what} in {Path(report['out']).resolve()} "
+               f"({report['method']}, target {report['target']}{layer}); {report['n_errors']} skipped")
     if "sanity" in report:
         s = report["sanity"]
         verdict = "PASS" if s["passed"] else "FAIL"

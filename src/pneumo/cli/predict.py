@@ -163,17 +163,35 @@ def export(bundle, int8, data, n_images, as_json):
 @click.option("--n", "n", type=click.IntRange(5, 100000), default=200, show_default=True,
               help="Single-image runs for the latency figures.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Threads (default: torch's).")
+@click.option("--quick", is_flag=True,
+              help="A rough figure in seconds: 20 latency runs (unless --n), batch 32 only, a short peak measurement.")
 @data_option
 @json_option
 @run_safely
-def bench(bundle, n, threads, data, as_json):
-    """Latency (read JPEG → probability) and throughput (batch 32/64) for torch, ONNX fp32 and int8."""
-    from pneumo.inference import default_bundle_path
-    from pneumo.inference.bench import bench_bundle, format_table
+def bench(bundle, n, threads, quick, data, as_json):
+    """Latency (read JPEG → probability) and throughput (batch 32/64) for torch, ONNX fp32 and int8.
 
-    result = bench_bundle(bundle or default_bundle_path(), n=n, threads=threads, data=data)
+    A progress bar on stderr shows which step runs (the full run takes a minute or more on 2 cores)."""
+    from tqdm import tqdm
+
+    from pneumo.inference import default_bundle_path
+    from pneumo.inference.bench import STEPS, bench_bundle, format_table, int8_verdict
+
+    ctx = click.get_current_context()
+    if quick and ctx.get_parameter_source("n") is click.core.ParameterSource.DEFAULT:
+        n = 20
+    with tqdm(total=len(STEPS), desc="bench", unit="step", file=sys.stderr, disable=None) as bar:
+        def step(name: str) -> None:  # called as each step starts: the bar counts the finished ones
+            bar.update(STEPS.index(name) - bar.n)
+            bar.set_postfix_str(name)
+
+        result = bench_bundle(bundle or default_bundle_path(), n=n, threads=threads, data=data, quick=quick,
+                              batch_sizes=(32,) if quick else (32, 64), step=step)
+        bar.update(bar.total - bar.n)
+    result["int8_verdict"] = int8_verdict(result)
     if as_json:
         emit_json(result)
     else:
         click.echo(format_table(result))
         click.echo("(one machine, one run: medians; on a shared CPU, compare only figures taken together)")
+        click.echo(result["int8_verdict"])

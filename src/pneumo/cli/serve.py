@@ -14,8 +14,10 @@ import click
 
 from pneumo.cli.common import choose_onnx, onnx_file_options, run_safely
 from pneumo.errors import BundleError
+from pneumo.paths import audit_db as _audit_db
 
-DEFAULT_DB = "pneumo-audit.sqlite"
+DEFAULT_DB = str(_audit_db())  # per user, not the current folder (pneumo.paths); --db/--audit-db override
+MONITOR_WINDOW_DAYS = 30  # the /monitor page's default window too
 
 
 def _default_bundle() -> Path:
@@ -62,6 +64,7 @@ def serve(bundle, host, port, workers, audit_db, max_upload_mb, max_pixels, queu
 
     bundle = Path(bundle or _default_bundle())
     backend, onnx_file = choose_onnx(backend, int8, onnx_file)
+    Path(audit_db).parent.mkdir(parents=True, exist_ok=True)
     settings = ServerSettings(
         audit_db=str(Path(audit_db).resolve()), max_upload_mb=max_upload_mb, max_pixels=max_pixels,
         queue=queue, threads=threads, backend=backend, onnx_file=onnx_file, body_timeout_s=body_timeout,
@@ -191,7 +194,8 @@ def export(db, since, until, out):
 
 @audit.command("monitor")
 @click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(path_type=Path))
-@click.option("--since", required=True, help="First date/time to include (UTC), e.g. 2026-01-31.")
+@click.option("--since", default=None,
+              help=f"First date/time to include (UTC), e.g. 2026-01-31 (default: {MONITOR_WINDOW_DAYS} days ago).")
 @click.option("--until", default=None, help="Exclude rows from this date/time on (UTC).")
 @click.option("--bundle", default=None, type=click.Path(path_type=Path),
               help="The served model, for its validation score reference (default: the shipped model).")
@@ -219,6 +223,10 @@ def monitor(db, since, until, bundle, bucket, as_json):
     except (OSError, ValueError) as exc:
         raise BundleError(f"{meta_path.parent}: not a readable model bundle ({exc})") from exc
     check_meta(meta, meta_path)  # the typed check load_bundle makes, without loading the model
+    if since is None:
+        import datetime as dt
+
+        since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=MONITOR_WINDOW_DAYS)).isoformat()
     lo, hi = parse_since(since), (parse_since(until, "--until") if until else None)
     store = AuditStore(db)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pneumo.cli.common import data_option, emit_json, json_option, run_safely
+from pneumo.cli.common import data_option, emit_json, json_option, quiet_training_output, run_safely
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +52,7 @@ def train(config, data, out, resume, weights_only, cv, as_json, overrides):
     if resume is not None:
         _check_checkpoint(Path(resume))
     # Lightning's progress bar writes to stdout; keep stdout for the result (--json stays parseable).
-    with contextlib.redirect_stdout(sys.stderr):
+    with quiet_training_output(), contextlib.redirect_stdout(sys.stderr):
         bundle = train_bundle(config, data=data, out=out, resume=resume, overrides=overrides,
                               finish=not weights_only)
     if global_rank() != 0:
@@ -95,7 +95,7 @@ def _cross_validate(config, data, out, k: int, as_json: bool, overrides) -> None
     if config is None:
         raise ConfigError("--cv needs --config CONFIG.yaml")
     out = out or Path("runs") / f"cv-{Path(config).stem}"
-    with contextlib.redirect_stdout(sys.stderr):
+    with quiet_training_output(), contextlib.redirect_stdout(sys.stderr):
         report = cross_validate(config, data=data, out=out, k=k, overrides=overrides)
     if as_json:
         emit_json(report)

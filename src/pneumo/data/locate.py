@@ -1,6 +1,10 @@
-"""Where the dataset is (``--data``, else ``$PNEUMO_DATA``, else a short documented lookup) and where the
-shipped model is (``$PNEUMO_MODEL``, else ``models/default``). Torch-free, so a command that only needs
-the path (``pneumo audit monitor``) starts without loading PyTorch."""
+"""Where the dataset is: ``--data``, else ``$PNEUMO_DATA``, else a short documented lookup; and where the
+shipped model is (``$PNEUMO_MODEL``, else ``models/default``).
+
+The lookup (``data/chest_xray``, ``../shared/data/chest_xray``) is tried from the current folder,
+then from the repository that holds the installed package (so a command works from any folder of
+a checkout), then ``data/chest_xray`` in the pneumo home (:mod:`pneumo.paths`). Torch-free, so a
+command that only needs a path (``pneumo audit monitor``) starts without loading PyTorch."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 from pathlib import Path
 
 from pneumo.errors import BundleError, DatasetError
+from pneumo.paths import home
 
 ENV_VAR = "PNEUMO_DATA"
 DEFAULT_LOOKUP: tuple[str, ...] = ("data/chest_xray", "../shared/data/chest_xray")
@@ -26,8 +31,9 @@ def resolve_data(explicit: str | Path | None = None, *, cwd: Path | None = None)
         if not p.exists():
             raise DatasetError(f"dataset not found at {p} (from ${ENV_VAR})")
         return p
-    base = cwd or Path.cwd()
-    tried = [base / rel for rel in DEFAULT_LOOKUP]
+    repo = Path(__file__).resolve().parents[3]  # src/pneumo/data/locate.py → the checkout's root
+    bases = dict.fromkeys([(cwd or Path.cwd()).resolve(), repo])
+    tried = [*(b / rel for b in bases for rel in DEFAULT_LOOKUP), home() / "data" / "chest_xray"]
     for p in tried:
         if p.exists():
             return p.resolve()

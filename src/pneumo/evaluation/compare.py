@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,16 @@ def _pair_tests(y, groups, models, names, reps, points) -> list[dict]:
     return out
 
 
+def fmt_p(p: float | None, floor: float = 1e-4) -> str:
+    """``p=0.032``, ``p<0.0001``: a p-value is never printed as 0 (DeLong's underflows, a bootstrap's
+    cannot go below one resample in ``n``: ``floor``)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "p n/a"
+    if p < floor:
+        return f"p<{floor:.2g}"
+    return f"p={p:.3f}" if p >= 0.001 else f"p={p:.4f}"
+
+
 def markdown_table(result: dict) -> str:
     names = [m["name"] for m in result["models"]]
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -73,9 +84,10 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {METRIC_LABELS[k]} | " + " | ".join(cells) + " |")
     lines += ["", "| pair | ΔAUROC (DeLong p) | Δsensitivity (p) | Δspecificity (p) | Δaccuracy (p) |",
               "|---|---|---|---|---|"]
+    boot_floor = 1.0 / (int(result["bootstrap"].get("n_resamples") or 0) + 1)
     for t in result["pairs"]:
-        cells = [f"{fmt(t['auroc'].get('diff'))} (p={fmt(t['auroc']['p_value'], 4)})"]
-        cells += [f"{fmt(t[k]['diff'])} (p={fmt(t[k]['p_value'], 4)})" for k in PAIRED_METRICS]
+        cells = [f"{fmt(t['auroc'].get('diff'))} ({fmt_p(t['auroc']['p_value'])})"]
+        cells += [f"{fmt(t[k]['diff'])} ({fmt_p(t[k]['p_value'], max(boot_floor, 1e-4))})" for k in PAIRED_METRICS]
         lines.append(f"| {t['a']} vs {t['b']} | " + " | ".join(cells) + " |")
     d = result["data"]
     lines += ["", f"{d['n_images']} images ({d['n_pneumonia']} PNEUMONIA) from {d['n_patients']} patients, split "

@@ -30,20 +30,20 @@ from pneumo.explain.core import (
 )
 from pneumo.inference.predictor import Predictor
 
-_SHOWS = {
-    "pneumonia": "evidence for pneumonia: the regions that raised the model's pneumonia score most",
-    "normal": "evidence against pneumonia: the regions that most made the model call the film normal",
+_SHOWS = {  # one short sentence each, no nested parentheses: the page, PDF, SC and CLI print it as is
+    "pneumonia": "evidence for pneumonia: red where the film most raised the pneumonia score",
+    "normal": "evidence against pneumonia: red where the film most lowered the pneumonia score",
 }
 _HOW = {
-    "occlusion": "hiding each region (blurring it) lowers that score",
-    "occlusion-mean": "hiding each region (grey patch) lowers that score",
-    "occlusion-monai": "hiding each region (MONAI occlusion) lowers that score",
-    "rise": "random partial views that keep the region score higher (RISE)",
-    "gradcam": "Grad-CAM on the last feature map",
-    "gradcam++": "Grad-CAM++ on the last feature map",
-    "gradcam-fine": "Grad-CAM on a feature map of twice the resolution",
-    "integrated-gradients": "integrated gradients from the blurred image",
-    "smoothgrad": "SmoothGrad input gradients",
+    "occlusion": "found by blurring one region at a time",
+    "occlusion-mean": "found by greying out one region at a time",
+    "occlusion-monai": "found by MONAI occlusion, one region at a time",
+    "rise": "found by RISE, random partial views of the film",
+    "gradcam": "found by Grad-CAM on the last feature map",
+    "gradcam++": "found by Grad-CAM++ on the last feature map",
+    "gradcam-fine": "found by Grad-CAM on a finer feature map",
+    "integrated-gradients": "found by integrated gradients from a blurred film",
+    "smoothgrad": "found by SmoothGrad input gradients",
 }
 
 
@@ -74,7 +74,9 @@ def target_for(decision: str) -> str:
 
 
 def shows(target: str, method: str) -> str:
-    return f"{_SHOWS[target].capitalize()} ({_HOW.get(method, method)})."
+    """E.g. "Evidence for pneumonia: red where the film most raised the pneumonia score; found by
+    blurring one region at a time." (what red means; no colour means little or no influence)."""
+    return f"{_SHOWS[target].capitalize()}; {_HOW.get(method, 'found by ' + method)}."
 
 
 class Explainer:

@@ -121,10 +121,20 @@ def bench_bundle(
     repeats: int = 5,
     data: str | Path | None = None,
     peak: float | None = None,
+    quick: bool = False,
+    step: Callable[[str], None] | None = None,
 ) -> dict:
-    """Latency/throughput/FLOPs for torch, ONNX fp32 and ONNX int8 on one bundle (see module doc)."""
+    """Latency/throughput/FLOPs for torch, ONNX fp32 and ONNX int8 on one bundle (see module doc).
+
+    ``step(name)`` is called as each of the :data:`STEPS` starts (a progress bar); ``quick`` measures
+    the peak on small matmuls only and repeats each batch twice (seconds, rougher figures)."""
+    step = step or (lambda _name: None)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     threads = threads or torch.get_num_threads()
+    step("peak")
+    if quick:
+        repeats = min(repeats, 2)
+        peak = peak or measure_peak_flops(threads, sizes=(256, 512), repeats=3)
     peak = peak or measure_peak_flops(threads)
     flops = count_flops(bundle.model, bundle.spec.size)
     rng = np.random.default_rng(0)
@@ -135,8 +145,10 @@ def bench_bundle(
         jpeg = sample_jpeg(tmp, data)
         calib = np.stack([preprocess(read_image(jpeg)[0], bundle.spec)] * 8)
         fp32, int8 = _ensure_onnx(bundle, tmp, calib)
+        step("read")
         read_t = np.array(_timings(lambda: preprocess(read_image(jpeg)[0], bundle.spec), n)) * 1000
         for name, kwargs in (("torch", {"backend": "torch"}), ("onnx", {"onnx": fp32}), ("onnx-int8", {"onnx": int8})):
+            step(name)
             pred = _predictor(bundle, threads, **kwargs)
             row = {"latency": latency_ms(pred, jpeg, n), "throughput": {}}
             for bs in batch_sizes:
@@ -155,7 +167,30 @@ def bench_bundle(
         "jpeg": str(jpeg),
         "read_preprocess_ms": {"median_ms": float(np.median(read_t)), "p95_ms": float(np.percentile(read_t, 95))},
         "backends": rows,
+        "quick": quick,
     }
+
+
+STEPS = ("peak", "read", "torch", "onnx", "onnx-int8")
+
+
+def int8_verdict(result: dict) -> str:
+    """Whether int8 paid on this machine, from one :func:`bench_bundle` result (throughput at the
+    largest batch and single-image latency against ONNX fp32): int8 is offered as the fast option only
+    where it measured faster."""
+    rows = result["backends"]
+    if "onnx" not in rows or "onnx-int8" not in rows:
+        return ""
+    fp, i8 = rows["onnx"], rows["onnx-int8"]
+    bs = max(fp["throughput"], key=int)
+    tp = i8["throughput"][bs] / fp["throughput"][bs]
+    lat = fp["latency"]["median_ms"] / i8["latency"]["median_ms"]
+    faster = tp >= 1.1 and lat >= 1.0
+    return (f"int8 vs ONNX fp32 here: {tp:.2f}× throughput (batch {bs}), {lat:.2f}× single-image speed → "
+            + ("int8 pays on this CPU (serve or predict with --int8)." if faster else
+               "int8 does not pay for this model on this CPU: keep fp32 (the default). In pneumo's measurements it "
+               "paid only for plain convolution stacks (seed_cnn, docs/inference.md); run pneumo bench before "
+               "choosing --int8."))
 
 
 def _predictor(bundle: Bundle, threads: int, backend: str = "onnx", onnx: Path | None = None) -> Predictor:

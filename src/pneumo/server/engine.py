@@ -91,8 +91,9 @@ class Engine:
         out = Rendered(a, warnings=list(a.warnings))
         if a.status == "flagged" and a.headline:
             out.warnings.append(a.headline + ": results may be unreliable.")
-        if a.pixels is not None and (display or heatmap):
-            out.display_png, out.display_size = self._display(a.pixels)
+        film = a.display_pixels(self.settings.display_max_side) if (display or heatmap) else None
+        if film is not None:
+            out.display_png, out.display_size = self._display(film)
         if heatmap and a.status == "refused":
             out.warnings.append("No heatmap: the image was refused.")
         elif a.evidence is not None and out.display_size is not None:

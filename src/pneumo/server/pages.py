@@ -32,6 +32,14 @@ MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 DEFAULT_WINDOW_DAYS = 30
 
 
+def _printable(name: str | None) -> str | None:
+    """A file name fit to print: its last path part, control characters dropped (``None`` when empty)."""
+    if not name:
+        return None
+    base = re.split(r"[\\/]", name)[-1]
+    return "".join(c for c in base if c.isprintable()).strip() or None
+
+
 @router.get("/favicon.ico", include_in_schema=False)
 async def favicon() -> FileResponse:
     return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
@@ -83,11 +91,15 @@ async def report(
     settings: SettingsDep,
     audit: AuditDep,
     frame: int | None = Query(None, ge=0, description="Which frame of a multi-frame DICOM to read."),
+    filename: str | None = Query(None, max_length=255,
+                                 description="The film's name to print in the report (the page sends the chosen "
+                                             "file's name; without it the report says none was given)."),
 ) -> Response:
     meta = engine.bundle.meta
+    name_shown = _printable(filename)
     response, _, pdf = await analyse_upload(
         request, engine, gate, settings, audit, heatmap=True, display=True, frame=frame,
-        then=lambda resp, result: build_report(resp, result, meta),
+        then=lambda resp, result: build_report(resp, result, meta, filename=name_shown),
     )
     rid = response.request_id
     name = f"pneumo-report-{rid[:12]}.pdf"

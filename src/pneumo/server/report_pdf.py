@@ -12,19 +12,15 @@ import io
 
 import numpy as np
 from fpdf import FPDF
-from matplotlib import colormaps
 from PIL import Image
 
-from pneumo.explain.render import CMAP
+from pneumo.explain.render import LEGEND_NONE, legend_strip
 from pneumo.server.engine import Rendered
 from pneumo.server.schemas import NOTICE, PredictResponse
 
-LEGEND_TAIL = (
-    "Red marks the strongest evidence, then yellow; blue and uncoloured areas had little influence. The map "
-    "explains this film's own verdict, on either verdict; colours are relative within this image and do not "
-    "outline a lesion."
-)
-DEFAULT_SHOWS = "Evidence for pneumonia: the regions that raised the model's pneumonia score most."
+LEGEND_TAIL = "Relative to this film; not the outline of a lesion."
+DEFAULT_SHOWS = "Evidence for pneumonia: red where the film most raised the pneumonia score."
+LABEL_W, GAP = 44.0, 3.0  # the facts table: label column (wraps inside it), then the value column
 DISCLAIMER = (
     f"{NOTICE} pneumo was trained on one hospital's pediatric (ages 1-5) frontal chest X-rays and is not "
     "validated for adults, lateral views, other diseases or other hospitals without local validation."
@@ -58,8 +54,18 @@ def overlay(display_png: bytes, heatmap_png: bytes, opacity: float = OVERLAY_OPA
 
 
 def colour_bar(width: int = 256, height: int = 12) -> Image.Image:
-    rgba = colormaps[CMAP](np.linspace(0.0, 1.0, width))[None, :, :3]
-    return Image.fromarray((np.repeat(rgba, height, axis=0) * 255).astype(np.uint8), mode="RGB")
+    """The legend bar as the overlay draws it on a mid-grey film: no colour, then yellow → red."""
+    return legend_strip(width, height, background=(128, 128, 128))
+
+
+def prevalence_note(meta: dict) -> str:
+    """What the probability assumes, in words a clinician reads (the calibration's prevalence)."""
+    prev = (meta.get("calibration") or {}).get("prevalence")
+    if prev is None:
+        return ""
+    n = round(100 * float(prev))
+    return (f"This assumes that about {n} in 100 children X-rayed have pneumonia, as in the films the model "
+            "learnt from. Where fewer do, the real chance is lower.")
 
 
 def _gate_lines(resp: PredictResponse) -> list[tuple[str, str]]:
@@ -69,15 +75,15 @@ def _gate_lines(resp: PredictResponse) -> list[tuple[str, str]]:
     else:
         verdict = "refused: not like a chest X-ray" if o.flag else "passed"
         gate = f"{verdict} (score {o.score:.2f}, limit {o.threshold:.2f})"
-    lines = [("Gate (is it a chest X-ray?)", gate)]
+    lines = [("Chest X-ray gate", gate)]
     population = getattr(resp, "population", None)
     value = getattr(population, "value", population)
     if value is not None:
-        lines.append(("Population (typical of training?)", str(value)))
+        lines.append(("Like the training films?", str(value)))
     return lines
 
 
-def _facts(resp: PredictResponse) -> list[tuple[str, str]]:
+def _facts(resp: PredictResponse, filename: str | None = None) -> list[tuple[str, str]]:
     op = resp.operating_point
     point = f"probability >= {_pct(op.threshold)}" + (f" (rule: {op.rule})" if op.rule else "")
     if op.val_sensitivity is not None and op.val_specificity is not None:
@@ -88,6 +94,7 @@ def _facts(resp: PredictResponse) -> list[tuple[str, str]]:
         ("Probability of pneumonia", _pct(resp.probability) if resp.probability is not None else "not given (refused)"),
         ("Operating point", point),
         *_gate_lines(resp),
+        ("File", filename or "not given by the sender"),
         ("Image", f"{im.format}, {im.width} x {im.height} px, sha256 {im.sha256[:16]}..."),
         ("Model", f"{resp.model.name}, version {resp.model.version}"),
         ("Model sha256", resp.model.sha256),
@@ -114,8 +121,23 @@ def _place(pdf: FPDF, img: Image.Image, x: float, y: float, w: float, h_max: flo
     return ih
 
 
-def build_report(resp: PredictResponse, analysis: Rendered, meta: dict) -> bytes:
-    """The PDF bytes for one answered request (``analysis`` holds its display and heatmap PNGs)."""
+def _fact_rows(pdf: FPDF, rows: list[tuple[str, str]], full: float) -> None:
+    """Label | value rows: a label wraps inside its own column, so it never runs into its value."""
+    for key, value in rows:
+        y0 = pdf.get_y()
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.multi_cell(LABEL_W, 5, latin1(key), new_x="LMARGIN", new_y="NEXT")
+        y1 = pdf.get_y()
+        mono = "sha256" in key or key == "Request id"
+        pdf.set_font("Courier" if mono else "Helvetica", size=8 if "sha256" in key else 9)
+        pdf.set_xy(pdf.l_margin + LABEL_W + GAP, y0)
+        pdf.multi_cell(full - LABEL_W - GAP, 5, latin1(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(max(y1, pdf.get_y()))
+
+
+def build_report(resp: PredictResponse, analysis: Rendered, meta: dict, filename: str | None = None) -> bytes:
+    """The PDF bytes for one answered request (``analysis`` holds its display and heatmap PNGs);
+    ``filename``: the uploaded file's name as the sender gave it, printed so the page names its film."""
     pdf = _Report(format="A4", unit="mm")
     pdf.set_auto_page_break(False)
     pdf.set_margins(14, 12, 14)
@@ -127,7 +149,8 @@ def build_report(resp: PredictResponse, analysis: Rendered, meta: dict) -> bytes
     pdf.cell(0, 8, latin1("pneumo - chest X-ray analysis report"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=9)
     pdf.set_text_color(80)
-    pdf.cell(0, 5, latin1(f"Request {resp.request_id} - model {resp.model.name} {resp.model.version}"),
+    head = f"{filename} - " if filename else ""
+    pdf.cell(0, 5, latin1(f"{head}request {resp.request_id} - model {resp.model.name}, version {resp.model.version}"),
              new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0)
     pdf.ln(2)
@@ -139,6 +162,10 @@ def build_report(resp: PredictResponse, analysis: Rendered, meta: dict) -> bytes
         verdict += f" - probability {_pct(resp.probability)} (threshold {_pct(resp.threshold)})"
     pdf.multi_cell(full, 7, latin1(verdict), new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0)
+    note = prevalence_note(meta) if resp.probability is not None else ""
+    if note:
+        pdf.set_font("Helvetica", size=10)
+        pdf.multi_cell(full, 5, latin1(note), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     top, half = pdf.get_y(), (full - 6) / 2
     h = 0.0
@@ -156,24 +183,24 @@ def build_report(resp: PredictResponse, analysis: Rendered, meta: dict) -> bytes
     pdf.set_y(top + 5 + h + 3)
     if analysis.heatmap_png:
         y = pdf.get_y()
-        pdf.set_font("Helvetica", size=8)
-        pdf.set_xy(14, y)
-        pdf.cell(22, 4, "little influence")
-        pdf.image(colour_bar(), x=37, y=y, w=60, h=4)
-        pdf.set_xy(99, y)
+        pdf.image(colour_bar(), x=14, y=y, w=30, h=4)
+        pdf.set_xy(46, y)
         target = getattr(resp.heatmap, "target", "pneumonia")
-        pdf.cell(30, 4, f"strongest evidence {'against' if target == 'normal' else 'for'} pneumonia")
-        pdf.set_xy(14, y + 5)
-        shows = getattr(resp.heatmap, "shows", None) or DEFAULT_SHOWS
-        pdf.multi_cell(full, 3.8, latin1(f"Heatmap: {shows} {LEGEND_TAIL}"), new_x="LMARGIN", new_y="NEXT")
-        pdf.ln(2)
-    pdf.set_font("Helvetica", size=9)
-    for key, value in _facts(resp):
         pdf.set_font("Helvetica", "B", 9)
-        pdf.cell(48, 5, latin1(key))
-        mono = "sha256" in key or key == "Request id"
-        pdf.set_font("Courier" if mono else "Helvetica", size=8 if "sha256" in key else 9)
-        pdf.multi_cell(full - 48, 5, latin1(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(pdf.get_string_width("Red: "), 4, "Red: ")
+        pdf.set_font("Helvetica", size=9)
+        high = f"strongest evidence {'against' if target == 'normal' else 'for'} pneumonia.  "
+        pdf.cell(pdf.get_string_width(high), 4, high)
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.cell(pdf.get_string_width("No colour: "), 4, "No colour: ")
+        pdf.set_font("Helvetica", size=9)
+        pdf.cell(0, 4, LEGEND_NONE.split(": ", 1)[1] + ".")
+        pdf.set_xy(14, y + 5)
+        pdf.set_font("Helvetica", size=8)
+        shows = getattr(resp.heatmap, "shows", None) or DEFAULT_SHOWS
+        pdf.multi_cell(full, 3.8, latin1(f"{shows} {LEGEND_TAIL}"), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2)
+    _fact_rows(pdf, _facts(resp, filename), full)
     if resp.warnings:
         pdf.ln(1)
         pdf.set_font("Helvetica", "B", 9)

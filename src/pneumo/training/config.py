@@ -29,7 +29,7 @@ DEFAULTS: dict = {
         "sampler": "none",
         "sampler_power": 1.0,
         "sampler_cap": 8.0,
-        "cache_dir": ".cache/pneumo",
+        "cache_dir": None,  # None: the per-user cache (pneumo.paths.cache_dir), not ./.cache
         "cache_file": True,
         "decode_workers": 2,
         "limit": None,

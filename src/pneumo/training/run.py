@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
+from pneumo import paths
 from pneumo.bundle import read_meta, sha256_file
 from pneumo.data import PreprocessSpec, Sample, load_dataset, resolve_data
 from pneumo.errors import ConfigError
@@ -62,7 +63,7 @@ def _load_tensors(splits, spec: PreprocessSpec, cfg: DictConfig, progress: bool,
     so that runs over different train/val splits of one dataset (CV folds) share one cache.
     """
     universe = sorted({str(s.path) for s in [*splits.train, *splits.val, *splits.official_val, *also]})
-    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_file else None
+    cache_dir = Path(cfg.data.cache_dir or paths.cache_dir()) if cfg.data.cache_file else None
     pixels, shas = load_or_decode([Sample(Path(p), 0) for p in universe], spec, cache_dir,
                                   cfg.data.decode_workers, progress)
     where = {p: i for i, p in enumerate(universe)}

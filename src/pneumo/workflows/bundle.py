@@ -48,7 +48,7 @@ from pneumo.training.run import train
 from pneumo.training.rundir import global_rank
 from pneumo.workflows.ensemble import MANIFEST, combine_members
 
-RECIPE_KEYS = {"name", "members", "mirror", "threshold", "calibration", "int8", "gate"}
+RECIPE_KEYS = {"name", "model_version", "members", "mirror", "threshold", "calibration", "int8", "gate"}
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -74,6 +74,7 @@ def load_recipe(path: str | Path) -> dict:
         raise ConfigError(f"{path}: members must be a non-empty list with distinct names")
     return {
         "name": raw.get("name") or path.stem,
+        "model_version": None if raw.get("model_version") is None else str(raw["model_version"]),
         "members": members,
         "mirror": bool(raw.get("mirror", False)),
         "threshold": {"rule": "sensitivity", "target_sensitivity": 0.97, **dict(raw.get("threshold") or {})},
@@ -144,6 +145,8 @@ def make_bundle(recipe: str | Path, out: str | Path, *, data: str | Path | None 
     else:
         combine_members(members, staging, mirror=r["mirror"], rule=r["threshold"]["rule"],
                         target_sensitivity=float(r["threshold"]["target_sensitivity"]), name=r["name"])
+    if r["model_version"]:  # the one version every output shows (Bundle.version)
+        update_meta(staging, model_version=r["model_version"])
     gate_from = r["gate"]["copy_from"]
     eval_dir = finish_bundle(staging, runs, calibration=r["calibration"], int8=r["int8"], evaluate=evaluate,
                              external=external,

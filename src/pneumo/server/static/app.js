@@ -67,18 +67,15 @@ function render(res) {
     $("prob").textContent = pct(res.probability);
     $("prob-fill").style.width = pct(res.probability);
     $("thr-mark").style.left = pct(res.threshold);
-    $("threshold-line").textContent =
-      `The marker is the operating threshold (${pct(res.threshold)}). ` +
-      (calibrated ? "Probabilities are calibrated on validation data" +
-        (prevalence != null ? `, assuming ${pct(prevalence)} of films show pneumonia.` : ".")
-        : "This model's probabilities are not calibrated.");
+    $("prevalence-line").textContent = prevalenceNote();
+    $("threshold-line").textContent = `The black mark is the decision threshold (${pct(res.threshold)}).`;
   }
   show($("legend"), Boolean(res.heatmap));
   if (res.heatmap) {
     const against = res.heatmap.target === "normal";
     $("legend-high").textContent = `strongest evidence ${against ? "against" : "for"} pneumonia`;
     $("legend-what").textContent = res.heatmap.shows ||
-      "Evidence for pneumonia: the regions that raised the model's pneumonia score most.";
+      "Evidence for pneumonia: red where the film most raised the pneumonia score.";
   }
   const warn = $("warnings");
   warn.replaceChildren(...res.warnings.map((w) => { const li = document.createElement("li"); li.textContent = w; return li; }));
@@ -90,6 +87,24 @@ function render(res) {
       (pneumoGate(res).split(", ")[1] ? `; population: ${pneumoGate(res).split(", ")[1]}` : "");
   $("req-info").textContent = `${res.request_id.slice(0, 12)} · ${Math.round(res.latency_ms)} ms`;
   show($("result"), true);
+  show($("result-details"), true);
+}
+
+// What the probability assumes, in words, next to the number: calibrated at the training prevalence.
+function prevalenceNote() {
+  if (!calibrated) return "This model's probabilities are not calibrated: read them as a score, not a chance.";
+  if (prevalence == null) return "Calibrated on validation films.";
+  const n = Math.round(prevalence * 100);
+  return `This assumes that about ${n} in 100 children X-rayed have pneumonia, as in the films the model ` +
+    "learnt from. Where fewer do, the real chance is lower.";
+}
+
+// The film pane ends at the bottom of the window, so the film and the verdict share one screen.
+function sizePanes() {
+  if ($("viewer").hidden) return;
+  const top = $("pane-a").getBoundingClientRect().top + window.scrollY;
+  const h = Math.max(240, Math.floor(window.innerHeight - top - 12));
+  document.documentElement.style.setProperty("--pane-h", `${h}px`);
 }
 
 function decoded(src) {
@@ -116,6 +131,8 @@ async function showFilm(file, res) {
   if (!img && displaySrc) img = await decoded(displaySrc);
   if (!img) return;
   PneumoViewer.load(img, res.heatmap ? "data:image/png;base64," + res.heatmap.png : null);
+  sizePanes();
+  PneumoViewer.fit();
   $("heat").alt = res.heatmap ? "Heatmap of the regions that most influenced the model" : "";
 }
 
@@ -128,6 +145,7 @@ function checkSize(file) {
 async function analyse(file) {
   setError("");
   show($("result"), false);
+  show($("result-details"), false);
   if (!file) return;
   const problem = checkSize(file);
   if (problem) { setError(problem); return; }
@@ -166,7 +184,7 @@ async function downloadReport() {
   const body = new FormData();
   body.append("file", current, current.name);
   try {
-    const r = await fetch("/api/v1/report", { method: "POST", body });
+    const r = await fetch("/api/v1/report?filename=" + encodeURIComponent(current.name), { method: "POST", body });
     if (!r.ok) {
       let res = null;
       try { res = await r.json(); } catch { res = null; }
@@ -264,6 +282,7 @@ async function dropped(e) {
 function init() {
   const input = $("file");
   const drop = $("drop");
+  window.addEventListener("resize", sizePanes);  // before the viewer's own listener, which refits
   PneumoViewer.init();
   PneumoBatch.init({ open: analyse, done: (file, res) => remember(file, res, null) });
   input.addEventListener("change", () => { intake([...input.files]); input.value = ""; });
