@@ -37,6 +37,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: setup browser orthanc lint
 	$(BIN)/python -m pytest -q

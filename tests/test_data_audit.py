@@ -7,7 +7,6 @@ import base64
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -139,13 +138,11 @@ def test_cli_split_writes_a_loadable_manifest(messy, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_shared_set_under_a_minute(data_root, tmp_path):
-    t0 = time.perf_counter()
+def test_full_shared_set(data_root, tmp_path):
+    """The whole shared set's audit (its time budget, 60 s, is benchmarks/timing_checks.py --only audit)."""
     res = CliRunner().invoke(data_cli, ["audit", str(data_root), "--json", "--out", str(tmp_path)])
-    wall = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
-    assert wall < 60, f"audit took {wall:.1f} s"
     listing = {split: {c: len(list((data_root / split / c).glob("*.jpeg"))) for c in ("NORMAL", "PNEUMONIA")}
                for split in ("train", "val")}
     assert {k: {c: v[c] for c in ("NORMAL", "PNEUMONIA")} for k, v in s["counts"].items()} == listing

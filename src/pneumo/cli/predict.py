@@ -11,13 +11,11 @@ from pathlib import Path
 import click
 
 from pneumo.cli.common import choose_onnx, data_option, emit_json, json_option, onnx_file_options, run_safely
+from pneumo.data.sniff import IMAGE_SUFFIXES
 
 COLUMNS = ("path", "status", "probability", "decision", "threshold", "reason", "ood", "ood_score", "population",
            "population_score", "error")
 SKIP_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".dcm", ".dicom", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def split_bundle(args: tuple[str, ...]) -> tuple[Path, list[str]]:

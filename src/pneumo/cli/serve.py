@@ -22,7 +22,7 @@ MONITOR_WINDOW_DAYS = 30  # the /monitor page's default window too
 
 def _default_bundle() -> Path:
     """The shipped model (``$PNEUMO_MODEL`` or ``models/default``); a one-line error when there is none."""
-    from pneumo.inference import default_bundle_path  # lazy: keeps `pneumo --help` free of torch
+    from pneumo.data.locate import default_bundle_path  # torch-free: `audit monitor` starts without torch
 
     return Path(default_bundle_path())
 
@@ -209,6 +209,7 @@ def monitor(db, since, until, bundle, bucket, as_json):
     """
     import json
 
+    from pneumo.bundle_meta import check_meta
     from pneumo.errors import BundleError, ConfigError
     from pneumo.monitoring import Bounds, summarise
     from pneumo.monitoring.text import format_summary
@@ -221,6 +222,7 @@ def monitor(db, since, until, bundle, bucket, as_json):
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"{meta_path.parent}: not a readable model bundle ({exc})") from exc
+    check_meta(meta, meta_path)  # the typed check load_bundle makes, without loading the model
     if since is None:
         import datetime as dt
 

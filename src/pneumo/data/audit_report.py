@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pneumo.data.audit import AuditResult  # noqa: E402
+from pneumo.fsutil import atomic_write_text  # noqa: E402
 from pneumo.templates import render  # noqa: E402
 
 COLOURS = {"NORMAL": "#3b7dd8", "PNEUMONIA": "#d8553b"}
@@ -142,7 +143,5 @@ def write_outputs(result: AuditResult, out_dir: Path) -> dict[str, Path]:
     paths = {"json": out_dir / "audit.json", "html": out_dir / "report.html"}
     doc = {**result.summary, "files": result.files}
     for key, text in (("json", json.dumps(doc, indent=1)), ("html", render_report(result))):
-        tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(paths[key])
+        atomic_write_text(paths[key], text)
     return paths

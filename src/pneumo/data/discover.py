@@ -19,24 +19,20 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pneumo.data.sniff import ACCEPTED, IMAGE_SUFFIXES, sniff_file
 from pneumo.errors import DatasetError
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_ALIASES = {"training": "train", "validation": "val", "valid": "val", "testing": "test"}
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 JUNK_DIRS = {"__macosx", ".git", ".ipynb_checkpoints", ".trash", "$recycle.bin"}
 
 _PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+", re.IGNORECASE)
 _IM = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
-_MAGIC = (
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"), (b"GIF8", "GIF"),
-)
 
 
 @dataclass(frozen=True)
@@ -63,12 +59,6 @@ class Sample:
     @property
     def group(self) -> str:
         return f"{self.split or ''}:{self.patient_id}"
-
-    def to_row(self) -> dict:
-        row = asdict(self)
-        row["path"] = str(self.path)
-        row.update(row.pop("extra"))
-        return row
 
 
 @dataclass
@@ -121,20 +111,6 @@ def is_junk(path: Path, root: Path | None = None) -> bool:
     return name in JUNK_NAMES or name.startswith("._") or any(p.lower() in JUNK_DIRS for p in parts[:-1])
 
 
-def sniff_format(path: Path) -> str | None:
-    """The image format the first bytes announce (JPEG, PNG, DICOM, ...), or None."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return None
-    if head[128:132] == b"DICM":
-        return "DICOM"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
-
-
 def _class_dirs(folder: Path) -> dict[int, Path]:
     found = {}
     for child in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -182,16 +158,17 @@ def _check_file(path: Path, base: Path) -> str | None:
     """Reason to skip a file under a class folder, or None when it looks like an image."""
     if is_junk(path, base):
         return "junk file (OS metadata)"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"not an image file name ({path.suffix or 'no suffix'})"
+    if path.suffix and path.suffix.lower() not in IMAGE_SUFFIXES:  # no suffix: PACS exports, read by content
+        return f"not an image file name ({path.suffix})"
     try:
         size = path.stat().st_size
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
     if size == 0:
         return "empty file (0 bytes)"
-    if sniff_format(path) is None:
-        return "content is not an image (no JPEG/PNG/DICOM/BMP/TIFF signature)"
+    kind = sniff_file(path)  # what read_image reads, by the same table: no BMP/TIFF that training would refuse
+    if kind not in ACCEPTED:
+        return "content is not an image pneumo reads (JPEG, PNG or DICOM)" + ("" if kind == "unknown" else f": {kind}")
     return None
 
 

@@ -8,12 +8,14 @@ paths are relative to the CSV's folder. A manifest is accepted anywhere a datase
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from pneumo.data.discover import CLASS_NAMES, DatasetIndex, Sample, parse_patient
 from pneumo.errors import DatasetError
+from pneumo.fsutil import atomic_write_text
 
 MANIFEST_CORE = ("path", "label", "split", "patient_id", "pathogen", "sha256")
 
@@ -87,17 +89,15 @@ def write_manifest(samples: Iterable[Sample], csv_path: Path, relative_to: Path 
     samples = list(samples)
     extra_cols = sorted({k for s in samples for k in s.extra if k not in MANIFEST_CORE})
     csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_suffix(csv_path.suffix + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow([*MANIFEST_CORE, *extra_cols])
-        for s in samples:
-            w.writerow(
-                [s.path.resolve() if relative_to is None
-                 else os.path.relpath(s.path.resolve(), Path(relative_to).resolve()),
-                 CLASS_NAMES[s.label], s.split or "", s.patient_id, s.pathogen or "", s.sha256 or "",
-                 *(s.extra.get(c, "") for c in extra_cols)]
-            )
-    tmp.replace(csv_path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow([*MANIFEST_CORE, *extra_cols])
+    for s in samples:
+        w.writerow(
+            [s.path.resolve() if relative_to is None
+             else os.path.relpath(s.path.resolve(), Path(relative_to).resolve()),
+             CLASS_NAMES[s.label], s.split or "", s.patient_id, s.pathogen or "", s.sha256 or "",
+             *(s.extra.get(c, "") for c in extra_cols)]
+        )
+    atomic_write_text(csv_path, buf.getvalue())
     return csv_path

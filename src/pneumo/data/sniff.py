@@ -1,4 +1,6 @@
-"""What a file is, decided by its bytes alone: one answer for the CLI, the server and the DICOM node.
+"""What a file is, decided by its bytes alone: one answer for the CLI, the server, the DICOM node and
+dataset discovery — the one format table (what pneumo reads is :data:`ACCEPTED`, exactly what
+``read_image`` decodes; file names only pick candidates and word warnings).
 
 A name or a declared type is a claim; the bytes are the file. The order matters: ``DICM`` at offset
 128 is checked first because the 128-byte DICOM preamble is free-form and may itself begin with the
@@ -10,13 +12,17 @@ then formats pneumo knows but does not read, then a DICOM data set without pream
 from __future__ import annotations
 
 import struct
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 ACCEPTED = ("JPEG", "PNG", "DICOM")
 HELP = "Send one chest X-ray as a JPEG, PNG or DICOM file."
 DICOM_MAGIC_OFFSET = 128
 EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG",
               ".dcm": "DICOM", ".dicom": "DICOM", ".dic": "DICOM"}
+# Names of image files, read or not: what a folder walk looks at, and what `pneumo predict` takes for an
+# input rather than a mistyped bundle. A BMP/TIFF/GIF found this way is refused by its bytes, with a reason.
+IMAGE_SUFFIXES = frozenset(EXTENSIONS) | {".gif", ".bmp", ".tif", ".tiff", ".webp"}
+HEAD_BYTES = 4096  # enough for every check below (DICM at 128, a bare data set's first element, text)
 
 _OTHER_MAGIC = (
     (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
@@ -81,6 +87,15 @@ def sniff(data: bytes) -> str:
     if data and _looks_like_text(data[:4096]):
         return "plain text"
     return "unknown"
+
+
+def sniff_file(path: str | Path) -> str:
+    """:func:`sniff` of a file's first bytes; ``"unreadable"`` when it cannot be opened."""
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(HEAD_BYTES))
+    except OSError:
+        return "unreadable"
 
 
 def unsupported_message(kind: str) -> str:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from pneumo.bundle import atomic_write_bytes, derived_problem, load_bundle, read_meta, record_derived
+from pneumo.decision import SHIFT_RULE
 from pneumo.errors import ConfigError
 from pneumo.evaluation.metrics import METRIC_LABELS
 from pneumo.evaluation.report import fmt
@@ -97,7 +98,7 @@ def _operating_point(meta: dict) -> list[str]:
     for k in ("val_sensitivity", "val_specificity"):
         if k in op:
             lines.append(f"- {k.replace('_', ' ')} when chosen: {fmt(float(op[k]))}")
-    if op.get("rule") == "sensitivity_under_shift":
+    if op.get("rule") == SHIFT_RULE:
         n = op.get("n_shifts")  # counts the unshifted films too ("none")
         lines.append(f"- Chosen so that sensitivity, pooled over the validation images as they are and "
                      f"{n - 1 if isinstance(n, int) else n} shifted copies of them ({n} conditions; framing, "

@@ -22,6 +22,7 @@ import numpy as np
 
 from pneumo.bundle import atomic_write_bytes, atomic_write_json, load_bundle
 from pneumo.data.discover import Sample
+from pneumo.decision import decide
 from pneumo.errors import ConfigError, DatasetError
 from pneumo.evaluation import stats
 from pneumo.evaluation.metrics import METRIC_LABELS, METRICS, point_metrics
@@ -172,7 +173,7 @@ def compare_bundles(bundle_dirs: Sequence[str | Path], samples: Sequence[Sample]
 
 
 def _op(y, logit, thr) -> tuple[float, float] | None:
-    pred = logit >= thr
+    pred = decide(logit, thr)
     if y.min() == y.max():
         return None
     return float(pred[y == 0].mean()), float(pred[y == 1].mean())

@@ -5,8 +5,8 @@ chosen on validation data when the bundle was made and is never re-tuned on the 
 the only exception is :func:`oracle_threshold`, which is labelled as not a valid estimate.
 
 Inputs: ``y`` ``N`` labels (1 = PNEUMONIA), ``logit`` ``N`` raw logits, ``prob`` ``N`` calibrated
-probabilities (``sigmoid(logit / temperature)``). Ranking metrics use the logits (same order as the
-probabilities, no saturation).
+probabilities (``sigmoid(logit / temperature + bias)``, the bundle's calibration). Ranking metrics use
+the logits (same order as the probabilities, no saturation).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sklearn.metrics import (
 )
 
 from pneumo.bundle import probability_threshold
-from pneumo.decision import youden_threshold
+from pneumo.decision import decide, youden_threshold
 from pneumo.evaluation.stats import bootstrap_cis
 
 NAN = float("nan")
@@ -69,7 +69,7 @@ def expected_calibration_error(y, prob, n_bins: int = 10) -> float:
 
 def confusion(y, logit, threshold_logit: float) -> dict[str, int]:
     """Counts at the operating point: ``{"tp", "fn", "tn", "fp"}``."""
-    pred = (np.asarray(logit) >= threshold_logit).astype(int)
+    pred = decide(logit, threshold_logit).astype(int)
     tn, fp, fn, tp = confusion_matrix(np.asarray(y, dtype=int), pred, labels=[0, 1]).ravel()
     return {"tp": int(tp), "fn": int(fn), "tn": int(tn), "fp": int(fp)}
 
@@ -84,7 +84,7 @@ def point_metrics(y, logit, prob, threshold_logit: float, n_bins: int = 10) -> d
     """Every metric of :data:`METRICS` at the operating point; NaN where undefined (e.g. one class)."""
     y = np.asarray(y, dtype=int)
     logit = np.asarray(logit, dtype=np.float64)
-    pred = (logit >= threshold_logit).astype(int)
+    pred = decide(logit, threshold_logit).astype(int)
     both = y.min(initial=1) == 0 and y.max(initial=0) == 1
     nz = {"zero_division": np.nan}
     with warnings.catch_warnings():
@@ -127,7 +127,7 @@ def oracle_threshold(y, logit, temperature: float = 1.0, bias: float = 0.0) -> d
         return {}
     point = youden_threshold(y, logit)
     t, sens, spec = point["logit"], point["val_sensitivity"], point["val_specificity"]
-    pred = np.asarray(logit) >= t
+    pred = decide(logit, t)
     return {
         "label": "oracle (best threshold on THIS data — not a valid estimate)",
         "rule": "youden",

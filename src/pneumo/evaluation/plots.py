@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, precision_recall_curve, roc_curve  # noqa: E402
 
+from pneumo.decision import decide  # noqa: E402
+
 FIGSIZE = (5.0, 4.0)
 
 
@@ -132,7 +134,7 @@ def confusion_png(conf: dict) -> bytes:
 def evaluation_figures(y, logit, prob, threshold_logit: float, threshold_prob: float, conf: dict) -> dict[str, bytes]:
     """All six figures of an evaluation, name → PNG bytes."""
     y = np.asarray(y)
-    pred = np.asarray(logit) >= threshold_logit
+    pred = decide(logit, threshold_logit)
     sens = float(pred[y == 1].mean()) if (y == 1).any() else np.nan
     fpr = float(pred[y == 0].mean()) if (y == 0).any() else np.nan
     ppv = float(y[pred].mean()) if pred.any() else np.nan

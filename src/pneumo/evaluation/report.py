@@ -20,6 +20,7 @@ from PIL import Image
 from pneumo.data.discover import Sample
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import fit_long_side, resample
+from pneumo.decision import decide
 from pneumo.errors import PneumoError
 from pneumo.evaluation.metrics import METRIC_LABELS
 from pneumo.explain import explain_decision, overlay_png
@@ -69,7 +70,7 @@ def _case_image(bundle, sample: Sample, caption: str, decision: str) -> tuple[by
 def error_gallery(bundle, kept: Sequence[Sample], y, logit, prob, n: int = GALLERY_SIZE) -> dict[str, list[dict]]:
     """The ``n`` most confident false positives and false negatives at the operating point."""
     y, logit, prob = np.asarray(y), np.asarray(logit), np.asarray(prob)
-    pred = logit >= bundle.threshold_logit
+    pred = decide(logit, bundle.threshold_logit)
     out: dict[str, list[dict]] = {}
     for key, mask, order in (("false_positives", (y == 0) & pred, -1), ("false_negatives", (y == 1) & ~pred, 1)):
         idx = np.flatnonzero(mask)

@@ -19,6 +19,7 @@ import numpy as np
 
 from pneumo.bundle import Bundle, atomic_write_bytes, atomic_write_json, load_bundle
 from pneumo.data.discover import CLASS_NAMES, Sample
+from pneumo.decision import decision_name
 from pneumo.errors import BundleError, ConfigError, DatasetError
 from pneumo.evaluation import metrics as M
 from pneumo.evaluation.plots import evaluation_figures
@@ -108,7 +109,7 @@ def write_predictions(path: Path, kept: Sequence[Sample], logit, prob, threshold
     w.writerow(["path", "patient", "label", "probability", "decision", "logit"])
     for s, lg, p in zip(kept, logit, prob, strict=True):
         w.writerow([str(s.path), s.group, CLASS_NAMES[s.label], f"{p:.6f}",
-                    CLASS_NAMES[int(lg >= threshold_logit)], f"{lg:.6f}"])
+                    decision_name(lg, threshold_logit), f"{lg:.6f}"])
     atomic_write_bytes(path, buf.getvalue().encode())
 
 

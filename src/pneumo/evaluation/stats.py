@@ -20,10 +20,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from scipy import stats
 
-BOOT_METRICS = (
-    "auroc", "auprc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
-    "ppv", "npv", "f1", "mcc", "brier", "ece",
-)
+from pneumo.decision import decide
 
 
 def group_codes(groups: Sequence[str]) -> np.ndarray:
@@ -99,7 +96,7 @@ def weighted_metrics(w: np.ndarray, y: np.ndarray, logit: np.ndarray, prob: np.n
                      threshold_logit: float, n_bins: int = 10) -> dict[str, np.ndarray]:
     """Every metric for every row of ``w`` (``B×N``); undefined values (e.g. no positives drawn) are NaN."""
     y = np.asarray(y, dtype=np.float64)
-    pred = (np.asarray(logit) >= threshold_logit).astype(np.float64)
+    pred = decide(logit, threshold_logit).astype(np.float64)
     tp, fn = w @ (y * pred), w @ (y * (1 - pred))
     fp, tn = w @ ((1 - y) * pred), w @ ((1 - y) * (1 - pred))
     sens, spec = _div(tp, tp + fn), _div(tn, tn + fp)

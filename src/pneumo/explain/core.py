@@ -15,7 +15,6 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from pneumo.data.preprocess import PreprocessSpec, preprocess, undo_resize, valid_region
@@ -123,7 +122,8 @@ def explain_tensor(
 def _occlusion_monai(model: nn.Module, x: torch.Tensor, class_idx: int, mask: int | None) -> np.ndarray:
     """MONAI's ``OcclusionSensitivity`` (Gaussian patch towards 0, stride mask/2): the reference the
     batched :func:`perturb.occlusion` replaces. It only calls the model (no hooks), so no copy."""
-    from monai.visualize import OcclusionSensitivity
+    from monai.visualize import OcclusionSensitivity  # lazy, as scipy: only drawing a heatmap needs them
+    from scipy.ndimage import gaussian_filter
 
     size = x.shape[-1]
     mask = mask or max(4, size // 8)

@@ -16,7 +16,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from pneumo.explain.core import explain_tensor
+from pneumo.decision import POSITIVE, decision_name
+from pneumo.explain.core import explain_tensor, torch_score
 
 STEPS = 20
 # issue 17's targets for the default method: this far below / above the random map
@@ -25,9 +26,8 @@ INSERTION_MARGIN = 0.06
 
 
 def _logits(model: nn.Module, batch: np.ndarray) -> np.ndarray:
-    """``N×1×S×S`` → ``N`` pneumonia logits."""
-    with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy().reshape(-1)
+    """``N×1×S×S`` → ``N`` pneumonia logits (the one torch-on-numpy helper, :func:`torch_score`)."""
+    return torch_score(model)(batch)
 
 
 def _scores(model: nn.Module, batch: np.ndarray, sign: float) -> np.ndarray:
@@ -99,7 +99,7 @@ def faithfulness(
     per: dict[str, dict[str, list[float]]] = {m: {"deletion": [], "insertion": []} for m in [*methods, "random"]}
     for x in inputs:
         logit = float(_logits(model, np.asarray(x)[None])[0])
-        sign, target = (1.0, "pneumonia") if logit >= threshold_logit else (-1.0, "normal")
+        sign, target = (1.0, "pneumonia") if decision_name(logit, threshold_logit) == POSITIVE else (-1.0, "normal")
         maps = {m: explain(x, m, target) if explain else explain_tensor(model, x, method=m, target=target, layer=layer)
                 for m in methods}
         maps["random"] = random_map(np.shape(x)[-1], rng)

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 Score = Callable[[np.ndarray], np.ndarray]
 BATCH = 64
 
 
 def blurred(img: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter  # lazy: predict imports this package, only heatmaps need scipy
+
     return gaussian_filter(img, sigma=max(1.0, img.shape[-1] / 16)).astype(np.float32)
 
 

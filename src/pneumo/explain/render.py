@@ -9,22 +9,17 @@ stays a plain film, not one tinted blue all over as a full ``jet`` blend left it
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 
-import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from pneumo.data.preprocess import fit_long_side, resample  # noqa: E402
-from pneumo.errors import ConfigError  # noqa: E402
+from pneumo.data.preprocess import fit_long_side, resample
+from pneumo.errors import ConfigError
 
 HEAT_COLOURS = ("#ffd400", "#ff8c00", "#e8000b")  # weakest shown evidence → strongest
-CMAP = LinearSegmentedColormap.from_list("pneumo_evidence", HEAT_COLOURS)
 FLOOR = 0.25  # heat below this fraction of the image's strongest evidence is not coloured
 FULL = 0.7  # heat from here up is drawn fully opaque (times the overlay's opacity)
 MAX_SIDE = 1024
@@ -33,11 +28,30 @@ LEGEND_NONE = "no colour: little or none"
 CSS_GRADIENT = f"linear-gradient(to right, transparent {100 * FLOOR:.0f}%, {', '.join(HEAT_COLOURS)})"
 
 
+@functools.cache
+def _cmap():
+    """The heat colour map, built on first use: matplotlib is imported only when a picture is drawn, so
+    ``pneumo.load()`` + predict (which imports this package for the analysis service) does not pay for it."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list("pneumo_evidence", HEAT_COLOURS)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first drawing (see :func:`_cmap`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def heat_rgba(heatmap: np.ndarray) -> np.ndarray:
     """``H×W`` heat in [0, 1] → ``H×W×4`` float RGBA in [0, 1]: alpha 0 below :data:`FLOOR`, rising to
     1 at :data:`FULL`; colour from yellow (at the floor) to red (at 1)."""
     hm = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
-    rgba = CMAP(np.clip((hm - FLOOR) / (1.0 - FLOOR), 0.0, 1.0)).astype(np.float32)
+    rgba = _cmap()(np.clip((hm - FLOOR) / (1.0 - FLOOR), 0.0, 1.0)).astype(np.float32)
     rgba[..., 3] = np.clip((hm - FLOOR) / (FULL - FLOOR), 0.0, 1.0)
     return rgba
 
@@ -85,6 +99,7 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, caption: str, alpha: fl
     legend_px = int(line_px) + 14
     bottom = int(len(lines) * line_px) + 16 + legend_px
     fig_h = h + top + bottom
+    plt = _pyplot()
     fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
     ax = fig.add_axes((left / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
     ax.imshow(blend_heat(np.repeat(img[..., None], 3, axis=2), hm, alpha), interpolation="bilinear")

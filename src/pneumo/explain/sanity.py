@@ -17,7 +17,8 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from pneumo.explain.core import DEFAULT_METHOD, _normalise, explain_tensor
+from pneumo.decision import decision_name
+from pneumo.explain.core import DEFAULT_METHOD, _normalise, explain_tensor, torch_score
 
 DEFAULT_BOUND = 0.30  # issue 17: the default explanation must stay at or below this
 # A random network's Grad-CAM is often all-zero (the ReLU'd class evidence is negative everywhere), which
@@ -63,9 +64,8 @@ def gradient_explainer(method: str = DEFAULT_METHOD, target: str = "pneumonia", 
 
 def decision_targets(model: nn.Module, inputs: Sequence[np.ndarray], threshold_logit: float) -> list[str]:
     """The class each input's map explains when the map shows the trained model's decision."""
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(np.stack([np.asarray(x, np.float32) for x in inputs]))).reshape(-1)
-    return ["pneumonia" if float(z) >= threshold_logit else "normal" for z in logits]
+    logits = torch_score(model)(np.stack([np.asarray(x, np.float32) for x in inputs]))
+    return [decision_name(float(z), threshold_logit).lower() for z in logits]
 
 
 def sanity_check(

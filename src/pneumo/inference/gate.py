@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from pneumo.bundle import read_meta, sha256_file, update_meta
 from pneumo.data.dataset import load_dataset
 from pneumo.data.discover import Sample
 from pneumo.data.locate import resolve_data
 from pneumo.errors import BundleError, ConfigError, TooFewImages
+from pneumo.fsutil import atomic_write_bytes
 from pneumo.inference import gate_corpus as corpus
 from pneumo.inference.gate_features import MAX_ASPECT, MIN_SIDE, N_FEATURES, gate_features, geometry_reason
 
@@ -213,9 +214,7 @@ def fit_gate(
         "fit_seconds": round(time.perf_counter() - t0, 1),
         "fitted": True,
     }
-    tmp = bundle_dir / f".{GATE_FILE}.tmp"
-    save_file(gate.tensors(), str(tmp))
-    tmp.replace(bundle_dir / GATE_FILE)
+    atomic_write_bytes(bundle_dir / GATE_FILE, save(gate.tensors()))
     block["sha256"] = sha256_file(bundle_dir / GATE_FILE)
     update_meta(bundle_dir, gate=block)
     return block
@@ -229,9 +228,7 @@ def copy_gate(src_bundle: str | Path, dst_bundle: str | Path) -> dict:
     if not block.get("fitted") or not (src / GATE_FILE).exists():
         raise ConfigError(f"{src}: has no chest-X-ray gate to copy (run `pneumo gate fit {src}`)")
     read_meta(dst)
-    tmp = dst / f".{GATE_FILE}.tmp"
-    tmp.write_bytes((src / GATE_FILE).read_bytes())
-    tmp.replace(dst / GATE_FILE)
+    atomic_write_bytes(dst / GATE_FILE, (src / GATE_FILE).read_bytes())
     if sha256_file(dst / GATE_FILE) != block.get("sha256"):
         raise BundleError(f"{src / GATE_FILE}: sha256 does not match its gate block")
     update_meta(dst, gate=block)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import fit_long_side, resample
@@ -112,6 +111,8 @@ def package_items() -> list[Item]:
 def acquisition_variant(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A chest film as another hospital might send it: cropped or bordered, slightly rotated, other
     gamma, mirrored, blurred or noisy, other aspect. Still a frontal chest X-ray."""
+    from scipy import ndimage  # lazy: the gate module imports this one, and screening a film needs no scipy
+
     h, w = px.shape
     out = px
     if rng.random() < 0.6:  # crop 75–100 % of each side
@@ -172,6 +173,8 @@ def chest_derived_negative(px: np.ndarray, rng: np.random.Generator, kind: str) 
         return np.ascontiguousarray(px[:, :cw] if rng.random() < 0.5 else px[:, w - cw :])
     s = (int(rng.integers(128, 256)), int(rng.integers(128, 256)))
     if kind == "noise":
+        from scipy import ndimage  # lazy, as in acquisition_variant
+
         base = rng.random(s) if rng.random() < 0.5 else rng.normal(0.5, rng.uniform(0.05, 0.3), s)
         return np.clip(ndimage.gaussian_filter(base, rng.uniform(0, 3)), 0, 1).astype(np.float32)
     if kind == "blank":

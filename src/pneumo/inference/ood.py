@@ -112,9 +112,6 @@ class OODDetector:
         stats = np.stack([image_statistics(p) for p in pixels]) if self.image is not None else None
         return self.score(embeddings, stats)
 
-    def is_ood(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) > self.threshold
-
     @classmethod
     def load(cls, bundle: Bundle | str | Path) -> OODDetector | None:
         """The bundle's detector, or ``None`` if it has none (``ood.fitted`` false or no file)."""

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
-from pneumo.bundle import Bundle, load_bundle, record_derived, replace_readable, sha256_file, update_meta
+from pneumo.bundle import Bundle, atomic_write_bytes, load_bundle, record_derived, sha256_file, update_meta
 from pneumo.data.discover import Sample
 from pneumo.errors import ConfigError
 from pneumo.inference.ood import METHOD, OOD_FILE, Gaussian, OODDetector
@@ -70,9 +70,7 @@ def fit_ood(
         "fitted": True,
     }
     path = Path(bundle_dir)
-    tmp = path / f".{OOD_FILE}.tmp"
-    save_file(det.tensors(), str(tmp))
-    replace_readable(tmp, path / OOD_FILE)
+    atomic_write_bytes(path / OOD_FILE, save(det.tensors()))
     block["sha256"] = sha256_file(path / OOD_FILE)
     update_meta(path, ood=block)
     record_derived(path, OOD_FILE)

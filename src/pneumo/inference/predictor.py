@@ -33,6 +33,7 @@ import torch
 from pneumo.bundle import Bundle, load_bundle
 from pneumo.data.imageio import read_image
 from pneumo.data.preprocess import preprocess
+from pneumo.decision import decision_name
 from pneumo.errors import BundleError, ConfigError, PneumoError
 from pneumo.inference.gate import ChestGate
 from pneumo.inference.gate_features import gate_features, geometry_reason
@@ -208,7 +209,7 @@ class Predictor:
         return logit.float().numpy().reshape(-1), emb.float().numpy()
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities: ``sigmoid(logit / temperature)``."""
+        """Calibrated probabilities: ``sigmoid(logit / temperature + bias)`` (the bundle's Platt calibration)."""
         return self.bundle.probability(logits)
 
     # -- images: the one batch loop ----------------------------------------------------------
@@ -323,7 +324,7 @@ class Predictor:
                     found: Assessment | None = None) -> Prediction:
         det = self.ood_detector  # ``pop`` is its score, ``None`` without one
         prob = float(self.probabilities(np.array([logit]))[0])
-        out = Prediction(logit, prob, "PNEUMONIA" if logit >= self.bundle.threshold_logit else "NORMAL",
+        out = Prediction(logit, prob, decision_name(logit, self.bundle.threshold_logit),
                          self.bundle.threshold, population_score=pop)
         if self.gate is not None:
             out.ood_score, out.reason = self.gate.check(pixels)

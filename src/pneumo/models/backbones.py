@@ -13,7 +13,7 @@ from monai.networks.nets import DenseNet121, EfficientNetBN, ResNet
 from torch import nn
 
 from pneumo.models.base import GlobalPoolHead, PneumoNet
-from pneumo.models.registry import register
+from pneumo.models.registry import MONAI_BACKBONES, register
 
 _RESNETS = {  # name: (block, layers, feature channels) — torchvision's definitions
     "resnet18": ("basic", [2, 2, 2, 2], 512),
@@ -60,6 +60,9 @@ def _register_all() -> None:
     register("densenet121")(lambda dropout=0.0: _densenet121(dropout))
     for name in _EFFNET_DROPOUT:
         register(name)(lambda dropout=None, _n=name: _efficientnet(_n, dropout))
+    names = (*_RESNETS, "densenet121", *_EFFNET_DROPOUT)
+    if set(names) != set(MONAI_BACKBONES):  # the registry lists them so it can import this module lazily
+        raise RuntimeError(f"registry.MONAI_BACKBONES {MONAI_BACKBONES} != the backbones defined here {names}")
 
 
 _register_all()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.decision import decide
 from pneumo.errors import ConfigError
 
 KEY = "score_reference"
@@ -47,7 +48,7 @@ def score_reference(logits, *, threshold_logit: float | None = None, split: str 
         "psi_counts": [int(c) for c in counts],
     }
     if threshold_logit is not None:
-        block["positive_rate"] = round(float(np.mean(values >= threshold_logit)), 5)
+        block["positive_rate"] = round(float(np.mean(decide(values, threshold_logit))), 5)
     return block
 
 

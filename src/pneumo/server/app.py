@@ -31,7 +31,7 @@ from pneumo.server.guard import BrowserGuard
 from pneumo.server.pages import router as pages_router
 from pneumo.server.routes import router
 from pneumo.server.settings import ServerSettings
-from pneumo.server.state import STATIC, Gate, RequestIdMiddleware, request_id
+from pneumo.server.state import STATIC, AdmissionGate, RequestIdMiddleware, request_id
 from pneumo.version import __version__
 
 log = logging.getLogger("pneumo.server")
@@ -144,7 +144,7 @@ def create_app(bundle_path: str | Path, settings: ServerSettings | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.gate = Gate(settings.queue)
+    app.state.gate = AdmissionGate(settings.queue)
     app.state.engine = None
     app.state.audit = None
     app.state.unhandled_errors = 0

@@ -41,10 +41,10 @@ from pneumo.server.schemas import (
 from pneumo.server.settings import ServerSettings
 from pneumo.server.state import (
     STATIC,
+    AdmissionGate,
     AuditDep,
     Busy,
     EngineDep,
-    Gate,
     GateDep,
     MaybeAuditDep,
     MaybeEngineDep,
@@ -155,7 +155,7 @@ async def predict(
     return response
 
 
-async def analyse_upload(request: Request, engine: Engine, gate: Gate, s: ServerSettings, audit: AuditStore,
+async def analyse_upload(request: Request, engine: Engine, gate: AdmissionGate, s: ServerSettings, audit: AuditStore,
                          *, heatmap: bool, display: bool, frame: int | None,
                          then: Callable[[PredictResponse, Rendered], object] | None = None):
     """The one path of an uploaded film, for every endpoint that analyses one (predict, report):

@@ -1,4 +1,4 @@
-"""What the app and its routers share: the static folder, admission control (``Gate``, ``Busy``),
+"""What the app and its routers share: the static folder, admission control (``AdmissionGate``, ``Busy``),
 request ids, and the dependency providers through which routes get the app's state (``EngineDep``,
 ``AuditDep``, ``SettingsDep``, ``GateDep``, ...) instead of reading ``request.app.state`` themselves.
 Its own module so that routers import it and ``app`` imports the routers, one way.
@@ -32,8 +32,10 @@ class Busy(PneumoError):
     status = 503
 
 
-class Gate:
-    """Counts requests in flight or waiting; refuses beyond ``limit`` instead of queueing without end."""
+class AdmissionGate:
+    """Counts requests in flight or waiting; refuses beyond ``limit`` instead of queueing without end.
+
+    (Not the chest-X-ray gate, :class:`pneumo.inference.ChestGate`: this one admits HTTP requests.)"""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -114,7 +116,7 @@ async def get_settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
 
-async def get_gate(request: Request) -> Gate:
+async def get_gate(request: Request) -> AdmissionGate:
     return request.app.state.gate
 
 
@@ -128,5 +130,5 @@ MaybeEngineDep = Annotated[Engine | None, Depends(get_engine_or_none)]
 AuditDep = Annotated[AuditStore, Depends(get_audit)]
 MaybeAuditDep = Annotated[AuditStore | None, Depends(get_audit_or_none)]
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
-GateDep = Annotated[Gate, Depends(get_gate)]
+GateDep = Annotated[AdmissionGate, Depends(get_gate)]
 StartedDep = Annotated[float, Depends(get_started)]

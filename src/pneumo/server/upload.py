@@ -15,16 +15,13 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from pneumo.data.sniff import sniff, unsupported_message
+from pneumo.data.sniff import ACCEPTED, HELP, sniff, unsupported_message
 from pneumo.errors import PneumoError
 
 MULTIPART_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
-ACCEPTED = ("JPEG", "PNG", "DICOM")
 TYPES = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG",
          "application/dicom": "DICOM", "image/dicom": "DICOM"}
 GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
-EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".dcm": "DICOM", ".dicom": "DICOM"}
-HELP = "Send one chest X-ray as a JPEG, PNG or DICOM file."
 
 
 class UploadError(PneumoError):

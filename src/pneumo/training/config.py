@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pneumo.bundle import atomic_write_bytes
+from pneumo.decision import RULES
 from pneumo.errors import ConfigError
 
 DEFAULTS: dict = {
@@ -91,7 +92,7 @@ CHOICES = {
     "loss.class_weighting": ("balanced", "none"),
     "optim.name": ("adam", "adamw", "sgd", "rmsprop"),
     "schedule.name": ("plateau", "cosine", "onecycle", "none"),
-    "threshold.rule": ("youden", "sensitivity"),
+    "threshold.rule": RULES,
     "train.precision": ("32", "bf16-mixed"),
 }
 # key → (low, high, integer?, open interval at low?)

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from pneumo.bundle import save_bundle
 from pneumo.data import PreprocessSpec
-from pneumo.decision import binary_metrics_at, choose
+from pneumo.decision import binary_metrics_at, choose, decide
 from pneumo.models import PneumoNet
 from pneumo.training.cache import normalise_batch
 
@@ -47,8 +47,8 @@ def metrics_at(labels: np.ndarray, logits: np.ndarray, threshold_logit: float) -
     return {
         "n_images": int(len(labels)),
         "auroc": auroc,
-        "at_operating_point": _finite(binary_metrics_at(labels, logits >= threshold_logit)),
-        "at_default_threshold": _finite(binary_metrics_at(labels, logits >= 0.0)),
+        "at_operating_point": _finite(binary_metrics_at(labels, decide(logits, threshold_logit))),
+        "at_default_threshold": _finite(binary_metrics_at(labels, decide(logits, 0.0))),
     }
 
 

@@ -26,7 +26,7 @@ rerun with the same ``OUT`` skips folds whose bundle exists.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,6 +39,7 @@ from pneumo.data import Sample, load_dataset, resolve_data, write_manifest
 from pneumo.data.split import kfold_by_patient, patient_split
 from pneumo.errors import ConfigError, DatasetError
 from pneumo.evaluation.metrics import metrics_with_ci
+from pneumo.fsutil import atomic_write_json, atomic_write_text
 from pneumo.inference import Predictor
 from pneumo.training.config import load_config
 from pneumo.training.datamodule import limit_samples
@@ -154,14 +155,14 @@ def _report(folds: list[dict], out: Path, k: int, n_boot: int, seed: int, cfg, r
               "threshold_note": "each fold's threshold chosen by the recipe's rule on an inner patient-grouped "
                                 "val carved from that fold's training portion; held-out fold unseen until scored",
               "folds": per_fold, "pooled": pooled, "across_folds": spread}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cv.json").write_text(json.dumps(report, indent=2))
-    with (out / "oof.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["fold", "path", "group", "label", "logit_minus_threshold"])
-        paths = [q for f in folds for q in f["path"]]
-        for row in zip(p["fold"], paths, p["group"], p["y"], p["logit"], strict=True):
-            w.writerow([int(row[0]), row[1], row[2], int(row[3]), f"{row[4]:.6f}"])
+    atomic_write_json(out / "cv.json", report)  # atomic: an interrupted run leaves no half report
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["fold", "path", "group", "label", "logit_minus_threshold"])
+    paths = [q for f in folds for q in f["path"]]
+    for row in zip(p["fold"], paths, p["group"], p["y"], p["logit"], strict=True):
+        w.writerow([int(row[0]), row[1], row[2], int(row[3]), f"{row[4]:.6f}"])
+    atomic_write_text(out / "oof.csv", buf.getvalue())
     return report
 
 

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from pneumo.bundle import load_bundle, save_bundle, update_meta
 from pneumo.data import load_dataset, preprocess, read_image
 from pneumo.data.manifest import write_manifest
-from pneumo.decision import binary_metrics_at, choose, shift_robust_threshold
+from pneumo.decision import SHIFT_RULE, binary_metrics_at, choose, decide, shift_robust_threshold
 from pneumo.errors import ConfigError, PneumoError
 from pneumo.evaluation.shifts import SHIFTS, shifted_logits
 from pneumo.inference.predictor import Predictor
@@ -26,7 +26,6 @@ from pneumo.models.ensemble import ensemble_from_models
 from pneumo.training.finalize import metrics_at
 
 MANIFEST = "training_manifest.csv"
-SHIFT_RULE = "sensitivity_under_shift"
 
 
 def combine_members(
@@ -89,7 +88,7 @@ def shift_table(y: np.ndarray, by_shift: dict[str, np.ndarray], logit: float) ->
     table); plus how often a left-right mirrored film keeps its decision."""
     rows = {}
     for name, v in by_shift.items():
-        m = binary_metrics_at(y, np.asarray(v) >= logit)
+        m = binary_metrics_at(y, decide(v, logit))
         rows[name] = {"auroc": float(roc_auc_score(y, v)), "sensitivity": m["sensitivity"],
                       "specificity": m["specificity"]}
     shifted = [r for k, r in rows.items() if k != "none"]
@@ -100,6 +99,6 @@ def shift_table(y: np.ndarray, by_shift: dict[str, np.ndarray], logit: float) ->
         "worst_sensitivity": float(min(r["sensitivity"] for r in shifted)),
         "mean_specificity": float(np.mean([r["specificity"] for r in shifted])),
         "worst_specificity": float(min(r["specificity"] for r in shifted)),
-        "mirror_agreement": float(np.mean((by_shift["none"] >= logit) == (by_shift[mirror] >= logit)))
+        "mirror_agreement": float(np.mean(decide(by_shift["none"], logit) == decide(by_shift[mirror], logit)))
         if mirror in by_shift else None,
     }
