@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,40 +80,6 @@ def test_half_sent_pdus_do_not_lock_the_node(tmp_path, val_originals):
     finally:
         for assoc in attackers:
             assoc.abort()
-        node.stop()
-
-
-@pytest.mark.timeout(300)
-def test_two_hundred_callers_fifty_echoes_each(tmp_path):
-    """The figure to keep: 200 associations × 50 C-ECHO, 0 failures (4 callers at a time).
-
-    Skipped on a machine already loaded beyond its cores: there, a starved thread on either side
-    misses pynetdicom's 30 s DIMSE/network timeout now and then (measured on a shared 2-core box at
-    load 7-15: the node before the issue-24 changes lost 17 of 10,000 echoes at 20 callers, after
-    them 16), which measures the machine, not the node."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores:
-        pytest.skip(f"machine too loaded to measure C-ECHO failures (load {load:.1f} on {cores} cores)")
-    node = Node(tmp_path / "node", default_bundle_path(), NOWHERE, None, "--max-associations", "200").start()
-    failures: list[int] = []
-
-    def caller() -> None:
-        ae = AE(ae_title=SCU_AET)
-        ae.add_requested_context(Verification)
-        assoc = ae.associate("127.0.0.1", node.port, ae_title="PNEUMO")
-        if not assoc.is_established:
-            failures.append(50)
-            return
-        failures.extend(1 for _ in range(50) if getattr(assoc.send_c_echo(), "Status", None) != 0x0000)
-        assoc.release()
-
-    try:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for _ in range(200):
-                pool.submit(caller)
-        print(f"\n200 × 50 C-ECHO: {sum(failures)} failure(s)")
-        assert sum(failures) == 0
-    finally:
         node.stop()
 
 

@@ -43,7 +43,8 @@ def test_predict_frame_option(tmp_path, val_originals):
     row = json.loads(chosen.stdout)["rows"][0]
     assert row["status"] in ("decided", "flagged") and 0.0 <= row["probability"] <= 1.0
     single = CliRunner().invoke(main, ["predict", bundle, str(val_originals[0].path), "--json"])
-    assert abs(json.loads(single.stdout)["rows"][0]["probability"] - row["probability"]) < 1e-3  # same film
+    # same film: the JPEG is decoded at a reduced DCT scale for the model, the DICOM frame at full size
+    assert abs(json.loads(single.stdout)["rows"][0]["probability"] - row["probability"]) < 5e-3
 
 
 @pytest.mark.browser

@@ -174,7 +174,7 @@ def test_python_api_inputs(model, val_originals, tmp_path):
     path = Path(val_originals[0].path)
     by_path = model.predict(path)
     assert model.predict(path.read_bytes()).probability == pytest.approx(by_path.probability, abs=1e-6)
-    px = read_image(path)[0]
+    px = read_image(path, target=model.bundle.spec.size)[0]  # the pixels a path gives the model (reduced decode)
     assert model.predict(px).probability == pytest.approx(by_path.probability, abs=1e-6)
     u8 = np.round(px * 255).astype(np.uint8)
     assert model.predict(u8).probability == pytest.approx(model.predict(u8.astype(np.float32) / 255).probability)

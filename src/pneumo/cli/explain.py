@@ -90,9 +90,11 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
 
     from pneumo.bundle import atomic_write_bytes
     from pneumo.data import preprocess
+    from pneumo.data.preprocess import resample
     from pneumo.errors import PneumoError
     from pneumo.explain import overlay_png
     from pneumo.explain.explainer import shows, target_for
+    from pneumo.explain.render import MAX_SIDE
 
     row = {"path": path, "status": None, "reason": None, "overlay": None, "heatmap": None, "probability": None,
            "decision": None, "target": None, "error": None}
@@ -105,6 +107,10 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
         pixels, pred = a.pixels, a.prediction
         shown = target_for(pred.decision) if target == "decision" else target
         heat = explainer.heatmap(pixels, method=method, target=shown, layer=layer)
+        if a.meta is not None:  # the map at the film's own geometry, whatever size the model's pixels were decoded at
+            heat = resample(heat, a.meta.height, a.meta.width)
+        film = a.display_pixels(MAX_SIDE)
+        film = pixels if film is None else film
     except PneumoError as exc:
         row["error"] = str(exc)
         tqdm.write(f"skipped: {exc}", file=sys.stderr)
@@ -115,7 +121,8 @@ def _explain_file(path, b, predictor, explainer, method, target, layer, out: Pat
     if a.headline:  # flagged: the population warning leads
         caption = f"{a.headline}   ·   {caption}"
     png, npy = out / f"{stem}_{method}.png", out / f"{stem}_{method}.npy"
-    atomic_write_bytes(png, overlay_png(pixels, heat, caption))
+    shown_heat = heat if heat.shape == film.shape else resample(heat, *film.shape)
+    atomic_write_bytes(png, overlay_png(film, shown_heat, caption))
     if save_maps:
         atomic_write_bytes(npy, _npy_bytes(heat))
     row.update(overlay=str(png), heatmap=str(npy) if save_maps else None, probability=round(pred.probability, 4),
