@@ -20,18 +20,9 @@ from pneumo.dicomnode.spool import Spool
 from pneumo.inference import default_bundle_path
 from pneumo.server.audit_store import AuditStore
 from server_support import free_port
-from test_dicom_node_support import Node, Orthanc, c_store, chest_dicom, need_orthanc, sr_values
+from test_dicom_node_support import Node, Orthanc, c_store, chest_dicom, need_orthanc, sr_values, wait_until
 
 NOWHERE = "NOBODY@127.0.0.1:9"
-
-
-def _wait(cond, timeout: float, step: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 def test_spool_dead_letter_states(tmp_path):
@@ -78,7 +69,7 @@ def test_unanswerable_instance_goes_to_dead_letter_and_retry_dead_brings_it_back
     spool.close()
     node.start()
     try:
-        st = _wait(lambda: (s := node.status())["received_failed"] == 1 and s, timeout=120)
+        st = wait_until(lambda: (s := node.status())["received_failed"] == 1 and s, timeout=120)
         assert st and st["dead_letter"][0]["id"] == inbound_id, node.status()
         assert (node.spool / "dead" / "damaged.dcm").exists() and not (node.spool / "in" / "damaged.dcm").exists()
         rows = list(AuditStore(node.audit_db).rows())
@@ -92,7 +83,7 @@ def test_unanswerable_instance_goes_to_dead_letter_and_retry_dead_brings_it_back
                                   "--retry-dead", "--spool", str(node.spool)], capture_output=True, text=True,
                                  timeout=60)
         assert "1 dead-letter instance(s) queued again" in requeue.stderr
-        st = _wait(lambda: (s := node.status())["received_done"] == 1 and s, timeout=300)
+        st = wait_until(lambda: (s := node.status())["received_done"] == 1 and s, timeout=300)
         assert st and st["received_failed"] == 0 and st["pending"] == 2, node.status()
     finally:
         node.stop()
@@ -119,7 +110,7 @@ def test_kill_nine_with_ten_films_in_flight_and_the_pacs_down(tmp_path, dataset)
         pacs.start()
         node.start()
         found = pacs.wait_for(study, {"SR": 10, "OT": 10}, timeout=900)
-        _wait(lambda: node.status()["pending"] == 0, timeout=120)
+        wait_until(lambda: node.status()["pending"] == 0, timeout=120)
         time.sleep(1.0)  # time for a duplicate to show up, if the queue were to make one
         found = {m: pacs.instances(study, m) for m in ("SR", "OT")}
         assert (len(found["SR"]), len(found["OT"])) == (10, 10), node.log.read_text()[-2000:]

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import Verification
 
 from pneumo.inference import default_bundle_path
 from pneumo.server.audit_store import AuditStore
-from test_dicom_node_support import SCU_AET, Node, c_store, chest_dicom
+from test_dicom_node_support import SCU_AET, Node, c_store, chest_dicom, wait_until
 
 pytestmark = pytest.mark.slow
 NOWHERE = "NOBODY@127.0.0.1:9"  # results wait in the spool: nothing listens there
@@ -39,15 +39,6 @@ def _echo(port: int, timeout: float = 5.0) -> bool:
         return getattr(assoc.send_c_echo(), "Status", None) == 0x0000
     finally:
         assoc.release()
-
-
-def _wait(cond, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 @pytest.mark.timeout(600)
@@ -68,10 +59,10 @@ def test_half_sent_pdus_do_not_lock_the_node(tmp_path, val_originals):
             assoc.dul.socket.socket.sendall(b"\x04\x00" + struct.pack(">I", 5000) + b"\x00" * 100)
             attackers.append(assoc)
         t0 = time.monotonic()
-        assert _wait(lambda: _echo(node.port, timeout=2.0), timeout_s + 5, step=0.1), "C-ECHO locked out"
+        assert wait_until(lambda: _echo(node.port, timeout=2.0), timeout_s + 5, step=0.1), "C-ECHO locked out"
         echo_s = time.monotonic() - t0
         film = pydicom.dcmread(io.BytesIO(chest_dicom(val_originals[0].path, generate_uid())))
-        assert _wait(lambda: c_store(node.port, [film]) == [0x0000], timeout_s + 5 - echo_s, step=0.1)
+        assert wait_until(lambda: c_store(node.port, [film]) == [0x0000], timeout_s + 5 - echo_s, step=0.1)
         store_s = time.monotonic() - t0
         print(f"\n32 half-sent PDUs waiting: C-ECHO succeeded after {echo_s:.1f} s, C-STORE after {store_s:.1f} s "
               f"(--timeout {timeout_s:.0f} s)")
@@ -144,13 +135,13 @@ def test_disk_full_for_results_retries_without_restart(tmp_path, val_originals):
             film = pydicom.dcmread(io.BytesIO(data))
             filler = _fill(disk, leave=len(data) + 600 * 1024)  # the film fits; its 2-3 MB Secondary Capture does not
             assert c_store(node.port, [film]) == [0x0000]
-            st = _wait(lambda: (s := node.status())["received_retrying"] and s, timeout=300)
+            st = wait_until(lambda: (s := node.status())["received_retrying"] and s, timeout=300)
             assert st and st["received_retrying"][0]["attempts"] >= 1, node.log.read_text()[-2000:]
             assert "errno 28" in st["received_retrying"][0]["last_error"]
             assert _leftovers(node.spool) == [] and list((node.spool / "out").iterdir()) == []
             assert list(AuditStore(node.audit_db).rows()) == []  # no row until the film's final state
             filler.unlink()
-            st = _wait(lambda: (s := node.status())["received_done"] == 1 and s, timeout=300)
+            st = wait_until(lambda: (s := node.status())["received_done"] == 1 and s, timeout=300)
             assert st and st["pending"] == 2 and st["received_failed"] == 0, node.status()
             assert sorted(p.name.split("-")[1] for p in (node.spool / "out").glob("*.dcm")) == ["sc", "sr"]
             assert _leftovers(node.spool) == []

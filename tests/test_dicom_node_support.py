@@ -44,6 +44,16 @@ def stop_process(proc: subprocess.Popen | None, log, sig: int, grace_s: float) -
     log.close()
 
 
+def wait_until(cond, timeout: float, step: float = 0.2):
+    """``cond()``'s first truthy value, polled every ``step`` s; its last value once ``timeout`` s have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
 def need_orthanc() -> None:
     if not Path(ORTHANC).exists():
         pytest.skip("Orthanc is not installed (Debian package `orthanc`; `make orthanc` installs it as root)")

@@ -157,6 +157,27 @@ class Bundle:
         return p
 
 
+def fitted_tensors(bundle: Bundle | str | Path, key: str, name: str, what: str) -> tuple[dict, dict] | None:
+    """``(numpy tensors of BUNDLE/name, pneumo.json[key])`` for a model fitted into the bundle after training
+    (the OOD statistics, the population check), or ``None`` when ``key`` says it was never fitted or the
+    file is absent. A loaded :class:`Bundle` also refuses a file derived from other weights; a damaged
+    file is a :class:`BundleError` naming ``what`` it should hold."""
+    from safetensors.numpy import load_file as load_numpy  # numpy arrays: these models run without torch
+
+    path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
+    meta = bundle.meta if isinstance(bundle, Bundle) else read_meta(path)
+    block = meta.get(key) or {}
+    f = path / name
+    if not block.get("fitted") or not f.exists():
+        return None
+    if isinstance(bundle, Bundle):
+        bundle.derived_file(name)  # refuses a file fitted on other weights' embedding
+    try:
+        return load_numpy(str(f)), block
+    except Exception as exc:  # safetensors raises its own error types on damaged files
+        raise BundleError(f"{f}: cannot read {what} ({exc})") from exc
+
+
 def save_bundle(
     path: str | Path,
     model: PneumoNet,

@@ -27,14 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
-from pneumo.bundle import (
-    Bundle,
-    read_meta,
-)
+from pneumo.bundle import Bundle, fitted_tensors
 from pneumo.data.preprocess import resize_image
-from pneumo.errors import BundleError
 
 OOD_FILE = "ood.safetensors"
 METHOD = "mahalanobis-ledoitwolf(embedding)+mahalanobis-ledoitwolf(image-stats), max of median-normalised d2"
@@ -115,18 +110,10 @@ class OODDetector:
     @classmethod
     def load(cls, bundle: Bundle | str | Path) -> OODDetector | None:
         """The bundle's detector, or ``None`` if it has none (``ood.fitted`` false or no file)."""
-        path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
-        meta = bundle.meta if isinstance(bundle, Bundle) else read_meta(path)
-        block = meta.get("ood") or {}
-        f = path / OOD_FILE
-        if not block.get("fitted") or not f.exists():
+        found = fitted_tensors(bundle, "ood", OOD_FILE, "OOD statistics")
+        if found is None:
             return None
-        if isinstance(bundle, Bundle):
-            bundle.derived_file(OOD_FILE)  # refuses statistics left over from other weights
-        try:
-            t = load_file(str(f))
-        except Exception as exc:  # safetensors raises its own error types on damaged files
-            raise BundleError(f"{f}: cannot read OOD statistics ({exc})") from exc
+        t, block = found
         emb = Gaussian(t["emb_mean"], t["emb_precision"], float(t["emb_scale"][0]))
         img = Gaussian(t["img_mean"], t["img_precision"], float(t["img_scale"][0])) if "img_mean" in t else None
         return cls(emb, img, float(block["threshold"]), block)

@@ -40,11 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
-from pneumo.bundle import POPULATION, Bundle, read_meta
+from pneumo.bundle import POPULATION, Bundle, fitted_tensors
 from pneumo.data.preprocess import preprocess
-from pneumo.errors import BundleError
 from pneumo.inference.gate_features import gate_features
 from pneumo.inference.ood import image_statistics
 
@@ -113,18 +111,10 @@ class PopulationModel:
     @classmethod
     def load(cls, bundle: Bundle | str | Path) -> PopulationModel | None:
         """The bundle's population model, or ``None`` when it has none (then the Mahalanobis score alone flags)."""
-        path = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
-        meta = bundle.meta if isinstance(bundle, Bundle) else read_meta(path)
-        block = meta.get("population") or {}
-        f = path / POPULATION
-        if not block.get("fitted") or not f.exists():
+        found = fitted_tensors(bundle, "population", POPULATION, "the population model")
+        if found is None:
             return None
-        if isinstance(bundle, Bundle):
-            bundle.derived_file(POPULATION)  # refuses a discriminator fitted on other weights' embedding
-        try:
-            t = load_file(str(f))
-        except Exception as exc:  # safetensors raises its own error types on damaged files
-            raise BundleError(f"{f}: cannot read the population model ({exc})") from exc
+        t, block = found
         fp, fd, rd, rg = (float(v) for v in t["thresholds"])
         return cls(t["mean"], t["scale"], t["coef"], float(t["intercept"][0]), fp, fd, rd, rg, block)
 
