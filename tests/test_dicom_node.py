@@ -169,3 +169,39 @@ def test_twenty_concurrent_instances_all_get_results(pacs_and_node, dataset):
     refs = {sr_values(pacs.dataset(i))["Source (attribute)"] for i in found["SR"]}
     assert refs == {str(d.SOPInstanceUID) for d in data}
     assert node.proc.poll() is None
+
+
+def test_header_policy_reaches_the_study_as_the_other_paths_answer(pacs_and_node, val_originals):
+    """Issue 21 on the node's path: a lateral DX is refused from its header (a refusal SR, no SC) and a
+    45-year-old's frontal film is answered but flagged (coded header answer + the headline as a comment)
+    — the same status, reason and probability the Python API gives for the same bytes."""
+    import pneumo
+
+    pacs, node = pacs_and_node
+    model = pneumo.load(BUNDLE)
+    cases = {}
+    for label, header in (("lateral", {"ViewPosition": "LL"}), ("adult", {"PatientAge": "045Y"})):
+        ds = pydicom.dcmread(io.BytesIO(chest_dicom(val_originals[2].path, generate_uid())))
+        for key, value in header.items():
+            setattr(ds, key, value)
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        cases[label] = (ds, model.predict(buf.getvalue()))
+        assert c_store(node.port, [ds]) == [0x0000], label
+    lateral_ds, lateral = cases["lateral"]
+    assert lateral.status == "refused" and lateral.code == "lateral_view"
+    found = pacs.wait_for(str(lateral_ds.StudyInstanceUID), {"SR": 1}, timeout=300)
+    v = sr_values(pacs.dataset(found["SR"][0]))
+    assert v["Header policy check"] == v["Reason no result is given"] == "Refused: lateral view"
+    assert "Probability" not in v and pacs.instances(str(lateral_ds.StudyInstanceUID), "OT") == []
+
+    adult_ds, adult = cases["adult"]
+    assert adult.status == "flagged" and adult.code == "age_outside_range"
+    found = pacs.wait_for(str(adult_ds.StudyInstanceUID), {"SR": 1, "OT": 1}, timeout=300)
+    sr = pacs.dataset(found["SR"][0])
+    v, every = sr_values(sr), sr_all(sr)
+    assert v["Header policy check"] == "Flagged: age outside the validated range"
+    assert abs(v["Probability"] - adult.probability) <= 1e-6
+    assert any(c.startswith("Outside the validated population — patient age 45 years") for c in every["Comment"])
+    rows = [r for r in AuditStore(node.audit_db).rows() if r["flags"] and "age_outside_range" in r["flags"]]
+    assert rows and rows[-1]["outcome"] == "ok"
