@@ -117,6 +117,9 @@ def test_model_and_health_endpoints(served, tiny_bundle):
     assert op["logit"] == pytest.approx(meta["operating_point"]["logit"])
     assert op["val_specificity"] == meta["operating_point"]["val_specificity"] and op["rule"] == "youden"
     assert info["limits"]["max_upload_mb"] == 25
+    # the boundary the answers respect is readable by programs: the header policy every path applies
+    assert info["header_policy"]["age_years"] == [1.0, 5.0] and "CT" not in info["header_policy"]["modalities"]
+    assert info["population"] == meta.get("population")
 
 
 def test_docs_page_and_openapi_are_offline(served):

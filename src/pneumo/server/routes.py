@@ -131,6 +131,8 @@ async def model_info(engine: EngineDep, s: SettingsDep) -> ModelInfo:
         calibration=meta.get("calibration"),
         ood=engine.ood_block,
         gate=engine.bundle.meta.get("gate"),
+        population=meta.get("population"),
+        header_policy=engine.analyser.policy.to_dict(),
         validation_metrics=meta.get("validation_metrics") or None,
         limits={"max_upload_mb": s.max_upload_mb, "max_pixels": s.max_pixels, "queue": s.queue,
                 "formats": ["JPEG", "PNG", "DICOM"]},

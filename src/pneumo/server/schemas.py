@@ -128,6 +128,10 @@ class ModelInfo(BaseModel):
     calibration: dict | None = None
     ood: dict | None = None
     gate: dict | None = None
+    population: dict | None = Field(None, description="The population check: method, thresholds, what it was "
+                                    "fitted on and its measured rates ('is this film like the validated ones?').")
+    header_policy: dict = Field(description="The DICOM header policy every surface applies before decoding: refused "
+                                "modalities, lateral views and body parts; the validated age range; site overrides.")
     validation_metrics: dict | None = None
     notice: str = NOTICE
     limits: dict
