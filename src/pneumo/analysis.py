@@ -33,7 +33,7 @@ import numpy as np
 
 from pneumo.bundle import Bundle
 from pneumo.data.header_policy import HeaderFinding, HeaderPolicy, check_header, read_header
-from pneumo.data.imageio import DEFAULT_MAX_PIXELS, ImageMeta, read_image
+from pneumo.data.imageio import DEFAULT_MAX_PIXELS, ImageMeta, decode_image, load_bytes, read_image
 from pneumo.data.preprocess import resample
 from pneumo.data.sniff import is_dicom, looks_like_bare_dicom
 from pneumo.errors import ConfigError, ImageError, PneumoError
@@ -74,8 +74,10 @@ class Analysis:
     evidence: Evidence | None = None
     warnings: list[str] = field(default_factory=list)
     error: PneumoError | None = None
-    pixels: np.ndarray | None = field(default=None, repr=False)  # what the model saw (maybe decoded reduced)
-    data: bytes | None = field(default=None, repr=False)  # the file's bytes, to re-read for display
+    # what the model saw (maybe a reduced decode) and the file's bytes (to re-read for display): kept by
+    # Analyser.analyse, let go after each batch by analyse_many unless keep_pixels
+    pixels: np.ndarray | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)
     frame: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -173,21 +175,29 @@ class Analyser:
     # -- one film ------------------------------------------------------------------------------
     def analyse(self, source: Source, *, frame: int | None = None, heatmap: bool = False,
                 method: str = DEFAULT_METHOD) -> Analysis:
-        """One film → its :class:`Analysis`. Unreadable input raises :class:`ImageError`."""
-        return self.analyse_many([source], frame=frame, heatmap=heatmap, method=method, on_error="raise")[0]
+        """One film → its :class:`Analysis`, keeping its pixels and bytes (for a display copy, a picture).
+        Unreadable input raises :class:`ImageError`."""
+        return self.analyse_many([source], frame=frame, heatmap=heatmap, method=method, on_error="raise",
+                                 keep_pixels=True)[0]
 
     def analyse_many(self, sources: Sequence[Source], *, frame: int | None = None, heatmap: bool = False,
                      method: str = DEFAULT_METHOD, on_error: str = "raise", batch_size: int = 32,
-                     progress: bool | str = False) -> list[Analysis]:
+                     progress: bool | str = False, keep_pixels: bool = False) -> list[Analysis]:
         """Many films → one :class:`Analysis` each, in order; the model runs in batches.
 
         ``on_error``: ``"raise"`` raises the first unreadable input's error, ``"skip"`` leaves it out,
-        ``"record"`` answers an ``error`` analysis for it.
+        ``"record"`` answers an ``error`` analysis for it. ``keep_pixels``: keep each film's pixels and
+        bytes in its analysis; without it they are let go once its batch is answered, so a folder of
+        thousands of films holds one batch of pixels at a time.
         """
         if on_error not in ("raise", "skip", "record"):
             raise ConfigError(f"on_error must be 'raise', 'skip' or 'record', got {on_error!r}")
         out: list[Analysis] = []
         pending: list[Analysis] = []
+        if progress:
+            from tqdm import tqdm  # lazy: only a command line shows a bar
+
+            sources = tqdm(sources, unit="img", desc=progress if isinstance(progress, str) else "analysing")
         for src in sources:
             try:
                 a = self._read(src, frame)
@@ -201,17 +211,22 @@ class Analyser:
             if a.pixels is not None:
                 pending.append(a)
             if len(pending) >= batch_size:
-                self._predict(pending)
+                self._answer(pending, heatmap, method, keep_pixels)
                 pending = []
         if pending:
-            self._predict(pending)
-        if heatmap:
-            for a in out:
-                if a.accepted and a.pixels is not None and a.prediction is not None:
-                    a.evidence = explain_decision(self.bundle, a.pixels, a.prediction.decision, method)
-                    if a.meta is not None:  # the map at the film's own geometry, whatever size was decoded
-                        a.evidence.heatmap = resample(a.evidence.heatmap, a.meta.height, a.meta.width)
+            self._answer(pending, heatmap, method, keep_pixels)
         return out
+
+    def _answer(self, films: list[Analysis], heatmap: bool, method: str, keep_pixels: bool) -> None:
+        """One batch of films that were read: the model, then each accepted film's heatmap if asked for."""
+        self._predict(films)
+        for a in films:
+            if heatmap and a.accepted and a.pixels is not None and a.prediction is not None:
+                a.evidence = explain_decision(self.bundle, a.pixels, a.prediction.decision, method)
+                if a.meta is not None:  # the map at the film's own geometry, whatever size was decoded
+                    a.evidence.heatmap = resample(a.evidence.heatmap, a.meta.height, a.meta.width)
+            if not keep_pixels:
+                a.pixels = a.data = None
 
     # -- the steps -----------------------------------------------------------------------------
     def _read(self, src: Source, frame: int | None) -> Analysis:
@@ -225,7 +240,7 @@ class Analyser:
         if not isinstance(src, str | Path | bytes | bytearray | memoryview):
             raise ConfigError(f"cannot analyse a {type(src).__name__}: give a file path, the file's bytes, a PIL "
                               "image, or a float H×W array in [0, 1]")
-        data = _bytes(src)
+        data, source = load_bytes(src)
         if is_dicom(data) or looks_like_bare_dicom(data):
             header = read_header(data)
             if header is not None:
@@ -237,8 +252,8 @@ class Analyser:
             return Analysis(name, "refused", code=first.code, reason=first.reason,
                             flags=[(f.code, f.reason) for f in findings])
         # the model needs spec.size px: a JPEG may be decoded at a reduced DCT scale, as training reads it
-        pixels, meta = read_image(data if name is None else src, max_pixels=self.max_pixels, frame=frame,
-                                  min_side=self.min_side, target=self.bundle.spec.size)
+        pixels, meta = decode_image(data, source, max_pixels=self.max_pixels, frame=frame, min_side=self.min_side,
+                                    target=self.bundle.spec.size)
         return Analysis(name, "decided", meta=meta, pixels=pixels, flags=flags, data=data, frame=frame,
                         max_pixels=self.max_pixels)
 
@@ -323,21 +338,6 @@ def pil_pixels(im) -> np.ndarray:
 
 def _name(src) -> str | None:
     return str(src) if isinstance(src, str | Path) else None
-
-
-def _bytes(src: str | Path | bytes | bytearray | memoryview) -> bytes:
-    if isinstance(src, bytes | bytearray | memoryview):
-        return bytes(src)
-    path = Path(src)
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder; give image files (pneumo predict expands folders)",
-                         code="is_a_directory")
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file", code="not_found", status=404) from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})", code="unreadable") from None
 
 
 __all__ = ["Analyser", "Analysis", "check_pixels"]

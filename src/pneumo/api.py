@@ -20,7 +20,7 @@ import numpy as np
 from pneumo.analysis import Analyser
 from pneumo.bundle import load_bundle
 from pneumo.data import load_dataset, resolve_data
-from pneumo.data.sniff import ACCEPTED, sniff
+from pneumo.data.sniff import ACCEPTED, sniff_file
 from pneumo.errors import ConfigError
 from pneumo.explain import DEFAULT_METHOD
 from pneumo.inference import Predictor, default_bundle_path
@@ -96,20 +96,11 @@ def _expand(images) -> list:
     """A list stays as given; a folder becomes its image files, sorted (hidden files and others skipped)."""
     if isinstance(images, str | Path):
         files = sorted(p for p in Path(images).rglob("*")
-                       if p.is_file() and not p.name.startswith(".") and _readable_kind(p))
+                       if p.is_file() and not p.name.startswith(".") and sniff_file(p) in ACCEPTED)  # by content
         if not files:
             raise ConfigError(f"{images}: no JPEG, PNG or DICOM files in this folder")
         return files
     return list(images)
-
-
-def _readable_kind(path: Path) -> bool:
-    """Whether the file's first bytes say JPEG, PNG or DICOM (by content: PACS exports have no extension)."""
-    try:
-        with path.open("rb") as fh:
-            return sniff(fh.read(4096)) in ACCEPTED
-    except OSError:
-        return False
 
 
 def load(bundle: str | Path | None = None, backend: str = "auto") -> Model:

@@ -41,7 +41,8 @@ from pneumo.data.sniff import (
 )
 from pneumo.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DICOM_MAGIC_OFFSET", "ImageMeta", "is_dicom", "read_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DICOM_MAGIC_OFFSET", "ImageMeta", "decode_image", "is_dicom", "load_bytes",
+           "read_image"]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,19 @@ class ImageMeta:
         return asdict(self)
 
 
-def _load_bytes(src: str | Path | bytes) -> tuple[bytes, str]:
+def load_bytes(src: str | Path | bytes) -> tuple[bytes, str]:
+    """A path or bytes → ``(the file's bytes, the name errors use)``: the one file read of
+    :func:`read_image`, apart so a caller that must look at the bytes first (the DICOM header policy)
+    reads the file once and hands them to :func:`decode_image`."""
     if isinstance(src, bytes | bytearray | memoryview):
         return bytes(src), "<bytes>"
     path = Path(src)
     try:
         if not path.exists():
             raise ImageError(f"{path}: no such file", code="not_found", status=404)
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder; give image files (pneumo predict expands folders)",
+                             code="is_a_directory")
         if not path.is_file():
             raise ImageError(f"{path}: not a file")
         return path.read_bytes(), str(path)
@@ -108,7 +115,21 @@ def read_image(
     Raises:
         ImageError: empty, truncated, not JPEG/PNG/DICOM, too many pixels, absurd shape, unsupported DICOM.
     """
-    data, source = _load_bytes(src)
+    data, source = load_bytes(src)
+    return decode_image(data, source, max_pixels=max_pixels, frame=frame, min_side=min_side, target=target)
+
+
+def decode_image(
+    data: bytes,
+    source: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    frame: int | None = None,
+    min_side: int = 1,
+    target: int | None = None,
+) -> tuple[np.ndarray, ImageMeta]:
+    """:func:`read_image` of bytes already read by :func:`load_bytes`; ``source`` names them in errors
+    (``"<bytes>"`` for an upload)."""
     if not data:
         raise ImageError(f"{source}: the file is empty", code="empty")
     kind = sniff(data)

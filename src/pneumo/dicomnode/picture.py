@@ -13,21 +13,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pneumo.data.preprocess import fit_long_side, resample
-from pneumo.explain import Evidence, explain_decision
 from pneumo.explain.render import blend_heat, legend_strip
 
 MAX_SIDE = 1024
 ALPHA = 0.6  # the page's and the PDF's overlay opacity
-
-
-def evidence(bundle, pixels: np.ndarray, decision: str) -> Evidence:
-    """The one call into pneumo's explanations: the same map for a decision as the web app and the
-    PDF report show (:func:`pneumo.explain.explain_decision`, with its default method).
-
-    ``Evidence.heatmap`` is float32 ``H×W`` in [0, 1] at the film's geometry; ``Evidence.shows`` says
-    whose evidence it is, for the burned-in caption.
-    """
-    return explain_decision(bundle, pixels, decision)
 
 
 def _fit(pixels: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

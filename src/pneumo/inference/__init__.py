@@ -6,10 +6,9 @@ from pneumo.data.locate import default_bundle_path  # re-exported: its torch-fre
 from pneumo.inference.gate import ChestGate, fit_gate
 from pneumo.inference.ood import OODDetector, image_statistics
 from pneumo.inference.ood_fit import fit_ood
-from pneumo.inference.predictor import ATYPICAL_WARNING, NOT_A_CXR, Prediction, Predictor
+from pneumo.inference.predictor import NOT_A_CXR, Prediction, Predictor
 
 __all__ = [
-    "ATYPICAL_WARNING",
     "NOT_A_CXR",
     "ChestGate",
     "OODDetector",

@@ -69,11 +69,23 @@ class ChestGate:
 
     def check(self, pixels: np.ndarray) -> tuple[float, str | None]:
         """One ``read_image`` array → ``(score, reason)``; ``reason`` is ``None`` when it passes."""
-        why = geometry_reason(*pixels.shape)
-        if why is not None:
-            return 1.0, why
-        s = float(self.score(gate_features(pixels)[None])[0])
-        return s, ("does not look like a frontal chest radiograph" if s > self.threshold else None)
+        return self.check_many([pixels])[1][0]
+
+    def check_many(self, pixels: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, str | None]]]:
+        """``B`` ``read_image`` arrays → (their ``B×N_FEATURES`` features, zeros for a film its shape refuses;
+        one ``(score, reason)`` each). The features are returned so that the population check, which
+        reads them too, does not compute them again on the serving path."""
+        why = [geometry_reason(*p.shape) for p in pixels]
+        features = np.stack([gate_features(p) if w is None else np.zeros(N_FEATURES)
+                             for p, w in zip(pixels, why, strict=True)])
+        answers: list[tuple[float, str | None]] = []
+        for s, w in zip(self.score(features), why, strict=True):
+            if w is not None:
+                answers.append((1.0, w))
+            else:
+                answers.append((float(s), "does not look like a frontal chest radiograph" if s > self.threshold
+                                else None))
+        return features, answers
 
     def tensors(self) -> dict[str, np.ndarray]:
         out = {"mean": self.mean, "scale": self.scale}

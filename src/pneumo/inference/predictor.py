@@ -36,14 +36,13 @@ from pneumo.data.preprocess import preprocess
 from pneumo.decision import decision_name
 from pneumo.errors import BundleError, ConfigError, PneumoError
 from pneumo.inference.gate import ChestGate
-from pneumo.inference.gate_features import gate_features, geometry_reason
+from pneumo.inference.gate_features import geometry_reason
 from pneumo.inference.ood import OODDetector, image_statistics
 from pneumo.inference.population import Assessment, PopulationModel, stack_views
 
 NOT_A_CXR = "NOT_A_CHEST_XRAY"
 
 
-ATYPICAL_WARNING = "outside the population this model was validated on: results may be unreliable"
 ON_ERROR = ("raise", "skip", "record")
 OnError = Literal["raise", "skip", "record"]
 
@@ -295,39 +294,41 @@ class Predictor:
             o.logit = float(v)
 
     def _fill_predictions(self, done: list[Outcome], pixels: list[np.ndarray], batch: np.ndarray) -> None:
-        pop: list[float | None]
-        found: list[Assessment | None] = [None] * len(pixels)
+        n = len(pixels)
+        pop: list[float | None] = [None] * n
+        found: list[Assessment | None] = [None] * n
+        gate: list[tuple[float, str | None] | None] = [None] * n
+        if self.gate is not None:  # its features once per film: the population check reads them too
+            features, answers = self.gate.check_many(pixels)
+            gate = list(answers)
         if self.ood_detector is None:
-            logits, pop = self.logits(batch), [None] * len(pixels)
+            logits = self.logits(batch)
         else:
             logits, emb = self.logits_and_embeddings(batch)
             stats = np.stack([image_statistics(p) for p in pixels]) if self.ood_detector.uses_image_stats else None
             pop = [float(v) for v in self.ood_detector.score(emb, stats)]
             if self.population is not None and self.gate is not None and stats is not None:
-                found = self._assess(pixels, emb, stats, pop)
-        for o, v, p, s, a in zip(done, logits, pixels, pop, found, strict=True):
+                found = self._assess(emb, stats, pop, features, answers)
+        for o, v, p, s, a, g in zip(done, logits, pixels, pop, found, gate, strict=True):
             o.logit = float(v)
-            o.prediction = self._prediction(o.logit, p, s, a)
+            o.prediction = self._prediction(o.logit, p, s, a, g)
 
-    def _assess(self, pixels: list[np.ndarray], emb: np.ndarray, stats: np.ndarray,
-                distances: list[float | None]) -> list[Assessment | None]:
-        """The population model's answers (gate features computed once, for films of a plausible shape)."""
-        assert self.population is not None and self.gate is not None
-        ok = [geometry_reason(*p.shape) is None for p in pixels]
-        gf = np.stack([gate_features(p) if k else np.zeros(len(self.gate.mean))
-                       for p, k in zip(pixels, ok, strict=True)])
-        found = self.population.assess(stack_views(emb, stats, gf), np.array(distances, dtype=np.float64),
-                                       self.gate.score(gf))
-        return [a if k else None for a, k in zip(found, ok, strict=True)]
+    def _assess(self, emb: np.ndarray, stats: np.ndarray, distances: list[float | None], gate_features: np.ndarray,
+                gate: list[tuple[float, str | None]]) -> list[Assessment | None]:
+        """The population model's answers. A film the gate refuses (its shape included) gets one too, which
+        :meth:`_prediction` ignores: the gate's refusal comes first."""
+        assert self.population is not None
+        return list(self.population.assess(stack_views(emb, stats, gate_features),
+                                           np.array(distances, dtype=np.float64), np.array([s for s, _ in gate])))
 
     def _prediction(self, logit: float, pixels: np.ndarray, pop: float | None,
-                    found: Assessment | None = None) -> Prediction:
+                    found: Assessment | None = None, gate: tuple[float, str | None] | None = None) -> Prediction:
         det = self.ood_detector  # ``pop`` is its score, ``None`` without one
         prob = float(self.probabilities(np.array([logit]))[0])
         out = Prediction(logit, prob, decision_name(logit, self.bundle.threshold_logit),
                          self.bundle.threshold, population_score=pop)
-        if self.gate is not None:
-            out.ood_score, out.reason = self.gate.check(pixels)
+        if gate is not None:
+            out.ood_score, out.reason = gate
         elif self.checks:
             out.reason = geometry_reason(*pixels.shape)
             if pop is not None and det is not None:  # a bundle without a gate: the Mahalanobis score refuses

@@ -18,16 +18,10 @@ from PIL import Image
 
 from pneumo.analysis import Analyser, Analysis
 from pneumo.bundle import load_bundle
-from pneumo.data.imageio import ImageMeta
 from pneumo.data.preprocess import fit_long_side
 from pneumo.explain import heatmap_rgba_png
 from pneumo.inference import Predictor
 from pneumo.server.settings import ServerSettings
-
-OOD_MESSAGE = (
-    "This image does not look like a frontal chest X-ray, so no pneumonia probability is given. "
-    "Check that the right image was chosen."
-)
 
 
 @dataclass
@@ -40,10 +34,6 @@ class Rendered:
     heatmap_png: bytes | None = None
     heatmap_info: dict | None = None  # method, target (pneumonia|normal), shows: what the map means
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def meta(self) -> ImageMeta | None:
-        return self.analysis.meta
 
 
 def b64(data: bytes | None) -> str | None:
